@@ -1,0 +1,1 @@
+"""Chatterbox predictor."""

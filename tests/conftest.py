@@ -1,0 +1,43 @@
+"""Fixtures shared by every test tier: the real control plane and random-weight Chatterbox checkpoints.
+
+Both are session-scoped and built lazily: a tier that never asks for them never pays for them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No test may reach the Hugging Face Hub (it is out of reach on CI anyway): fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    """A running etcd + kube-apiserver (RBAC on) for the whole session; see tests/support/controlplane."""
+    from tests.support.controlplane import ControlPlane
+
+    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory):
+    """Factory `random_checkpoint(variant="turbo", size="small") -> Path`, each built once a session.
+
+    A random-weight checkpoint of the real architecture in the layout the variant's `from_local` reads
+    (see chatterbox_predictor.random_checkpoint). `small` has a two-block transformer; `full` has the
+    real shapes and costs minutes and gigabytes, so only tests marked `slow` ask for it.
+    """
+    from chatterbox_predictor.random_checkpoint import build_random_checkpoint
+
+    built = {}
+
+    def build(variant: str = "turbo", size: str = "small"):
+        if (variant, size) not in built:
+            directory = tmp_path_factory.mktemp(f"checkpoint-{variant}-{size}")
+            built[variant, size] = build_random_checkpoint(directory, variant, size)
+        return built[variant, size]
+
+    return build

@@ -1,0 +1,25 @@
+"""Helpers for driving the chatterbox library itself in tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+
+@contextlib.contextmanager
+def capped_speech_tokens(model, limit: int):
+    """Makes the library's own `generate()` stop after `limit` speech tokens.
+
+    Random weights never emit end-of-speech, and the library hard-codes its cap (1000 tokens), so the
+    T3 inference method that `generate()` calls is wrapped with the smaller cap while the block runs.
+    """
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+    turbo = isinstance(model, ChatterboxTurboTTS)
+    name, keyword = ("inference_turbo", "max_gen_len") if turbo else ("inference", "max_new_tokens")
+    original = getattr(model.t3, name)
+    setattr(model.t3, name, functools.partial(original, **{keyword: limit}))
+    try:
+        yield
+    finally:
+        setattr(model.t3, name, original)
