@@ -28,12 +28,6 @@ def load_model(directory: Path | str, variant: str | Variant, device: str = "cpu
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    missing = variant.missing_files(directory)
-    if missing:
-        raise CheckpointError(
-            f"{directory} is not a Chatterbox {variant.name} checkpoint: missing {', '.join(missing)} "
-            f"(the files of the Hugging Face repository {variant.repo_id})")
-
     registration = contextlib.nullcontext()
     marker = read_marker(directory)
     if marker is not None:
@@ -43,6 +37,11 @@ def load_model(directory: Path | str, variant: str | Variant, device: str = "cpu
         log.warning("RANDOM WEIGHTS: %s is a generated %s %s checkpoint; it speaks noise, not speech",
                     directory, marker.get("size"), variant.name)
         registration = registered_backbone(variant, marker.get("size", "full"))
+    missing = variant.missing_files(directory)
+    if missing:
+        raise CheckpointError(
+            f"{directory} is not a Chatterbox {variant.name} checkpoint: missing {', '.join(missing)} "
+            f"(the files of the Hugging Face repository {variant.repo_id})")
     with registration:
         return variant.model_class().from_local(directory, device)
 

@@ -18,7 +18,13 @@ def capped_speech_tokens(model, limit: int):
     turbo = isinstance(model, ChatterboxTurboTTS)
     name, keyword = ("inference_turbo", "max_gen_len") if turbo else ("inference", "max_new_tokens")
     original = getattr(model.t3, name)
-    setattr(model.t3, name, functools.partial(original, **{keyword: limit}))
+
+    @functools.wraps(original)
+    def capped(*args, **kwargs):  # generate() passes its own cap as a keyword: override it
+        kwargs[keyword] = min(kwargs.get(keyword) or limit, limit)
+        return original(*args, **kwargs)
+
+    setattr(model.t3, name, capped)
     try:
         yield
     finally:
