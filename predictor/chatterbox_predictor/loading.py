@@ -12,7 +12,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from .random_checkpoint import registered_backbone, read_marker
+from .random_checkpoint import read_marker, registered_backbone
 from .variants import Variant, get_variant
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ def _learn_merges(words: Iterable[tuple[str, ...]], limit: int) -> list[tuple[st
     while len(merges) < limit:
         pairs: Counter = Counter()
         for seq, count in seqs.items():
-            for pair in zip(seq, seq[1:]):
+            for pair in zip(seq, seq[1:], strict=False):  # adjacent pairs: one shorter by design
                 pairs[pair] += count
         if not pairs:
             break

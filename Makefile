@@ -1,0 +1,47 @@
+# The targets a newcomer needs: `make run` and `make test`. Each works from a fresh clone.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# Python 3.10-3.13 (chatterbox-tts pins torch 2.6.0 below 3.14); 3.11 is what CI uses.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# pip itself is not in the constraints file (pip freeze leaves it out); pinned for a reproducible resolver.
+PIP_VERSION := 25.3
+CONSTRAINTS := requirements/constraints.txt
+# Extra arguments: `make run ARGS="--random_weights small"`, `make test PYTEST_ARGS="-m 'not slow'"`.
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint tools clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## Create .venv with both packages (editable) and the test tools.
+
+# Re-runs only when a dependency list changes. chatterbox-tts goes in with --no-deps: its metadata pins
+# gradio, whose starlette<1.0 conflicts with kserve (see requirements/constraints.txt).
+$(VENV)/.installed: predictor/pyproject.toml operator/pyproject.toml $(CONSTRAINTS)
+	@test -n "$(PYTHON)" || { echo "python3.11 (or python3 >= 3.10) is needed" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e './predictor[test]' -e ./operator
+	$(BIN)/pip install --quiet --no-deps -c $(CONSTRAINTS) chatterbox-tts
+	touch $@
+
+run: install  ## Start the predictor (KServe model server) on :8080; offline: make run ARGS="--random_weights small".
+	$(BIN)/python -m chatterbox_predictor --enable_grpc false $(ARGS)
+
+lint: install  ## ruff over everything.
+	$(BIN)/ruff check .
+
+tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules into bin/.
+	bash hack/build-tools.sh
+
+test: install tools lint  ## Everything CI runs: lint, then every test tier (slow ones included).
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:  ## Remove the venv, bin/ and caches (the per-version tool cache in ~/.cache stays).
+	rm -rf $(VENV) bin .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,47 @@
+"""PredictorSettings: flags, then CHATTERBOX_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from chatterbox_predictor.settings import PredictorSettings
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    PredictorSettings.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_serve_turbo_on_the_best_device_from_the_hub():
+    settings = PredictorSettings.load(_parse(), environ={})
+    assert (settings.variant, settings.device, settings.checkpoint_dir, settings.random_weights) == \
+        ("turbo", "auto", None, "")
+
+
+def test_a_flag_wins_over_the_environment_which_wins_over_the_default():
+    environ = {"CHATTERBOX_VARIANT": "english", "CHATTERBOX_CHECKPOINT_DIR": "/from/env"}
+    settings = PredictorSettings.load(_parse("--checkpoint_dir", "/from/flag"), environ=environ)
+    assert settings.variant == "english"
+    assert settings.checkpoint_dir == Path("/from/flag")
+
+
+def test_an_empty_checkpoint_dir_variable_means_none():
+    settings = PredictorSettings.load(_parse(), environ={"CHATTERBOX_CHECKPOINT_DIR": ""})
+    assert settings.checkpoint_dir is None
+
+
+def test_an_environment_value_outside_the_choices_is_refused_by_name():
+    with pytest.raises(ValueError, match="CHATTERBOX_DEVICE='tpu'"):
+        PredictorSettings.load(_parse(), environ={"CHATTERBOX_DEVICE": "tpu"})
+
+
+def test_every_setting_has_a_flag_with_help_naming_its_variable():
+    parser = argparse.ArgumentParser()
+    PredictorSettings.add_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+    for name in PredictorSettings.__dataclass_fields__:
+        assert f"CHATTERBOX_{name.upper()}" in helps[name]
