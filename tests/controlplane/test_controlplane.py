@@ -126,3 +126,15 @@ def test_kubectl_talks_to_the_control_plane_with_the_admin_kubeconfig(control_pl
     assert out.stdout == "Active"
     auth = control_plane.kubectl("auth", "can-i", "create", "customresourcedefinitions")
     assert auth.stdout.strip() == "yes"
+
+
+def test_stopping_a_control_plane_ends_both_processes_and_removes_their_data(tmp_path):
+    from tests.support.controlplane import ControlPlane
+
+    plane = ControlPlane(tmp_path / "plane").start()
+    procs = [proc for _name, proc in plane._procs]
+    assert [p.poll() for p in procs] == [None, None]
+    assert (plane.dir / "etcd").is_dir()
+    plane.stop()
+    assert all(p.poll() is not None for p in procs)
+    assert not plane.dir.exists()

@@ -45,6 +45,22 @@ def test_settings_come_from_environment_variables_too(random_checkpoint, server_
     assert "small english checkpoint" in server.log()
 
 
+def test_offline_mode_builds_a_random_checkpoint_once_and_serves_it(tmp_path, server_factory):
+    cache = tmp_path / "cache"
+    server = server_factory("--random_weights", "small", "--model_cache_dir", str(cache))
+    server.wait_ready("/v2/health/ready")
+    built = cache / "random" / "turbo-small"
+    assert (built / "conds.pt").is_file() and (built / "random-weights.json").is_file()
+    assert [p.name for p in (cache / "random").iterdir()] == ["turbo-small"]  # no half-built leftovers
+    assert "RANDOM WEIGHTS" in server.log()
+    server.stop()
+
+    stamp = (built / "t3_turbo_v1.safetensors").stat().st_mtime_ns
+    again = server_factory("--random_weights", "small", "--model_cache_dir", str(cache))
+    again.wait_ready("/v2/health/ready")
+    assert (built / "t3_turbo_v1.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
 def test_without_weights_or_hub_the_server_stops_and_says_how_to_go_on(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "chatterbox_predictor", "--model_cache_dir", str(tmp_path),
