@@ -1,0 +1,267 @@
+"""The inference engine: one worker thread owns the model and turns requests into audio chunks.
+
+Shape (the one KServe's own servers use): requests wait in a bounded queue; a single worker thread
+takes them one at a time and runs `synthesize`, a plain generator of `AudioChunk`s; each chunk goes
+back to the requester's asyncio queue through `loop.call_soon_threadsafe`. The event loop never runs
+model code. A failure is delivered as a value and the worker carries on; a cancelled request (its client
+went away) stops at the next token and frees the worker.
+
+Per request the state lives in a `T3Stream` (KV cache, sampler) and a `SpeechStream` (S3Gen caches), so
+that the worker can later advance several requests together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import text as text_prep
+from .errors import EngineError, EngineNotReady, GenerationFailed, InvalidInput, QueueFull
+from .speech import SAMPLE_RATE, SpeechStream
+from .t3_stream import SamplingParams, T3Stream, with_exaggeration
+from .variants import Variant, get_variant
+from .voices import VoiceCache, VoiceLibrary
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    variant: str = "turbo"
+    voices_dir: Path = Path("/voices")
+    dtype: str = "float32"
+    """Dtype of the T3 transformer on CUDA (S3Gen stays float32); the CPU always uses float32."""
+    watermark: bool = True
+    """Perth watermark on every chunk (Resemble AI's responsible-AI default)."""
+    queue_size: int = 16
+    voice_cache_bytes: int = 256 * 1024 * 1024
+    max_text_chars: int = 5000
+    token_cap: int = 1000
+    """Upper bound of speech tokens per text piece (40 s); requests may ask for fewer."""
+    first_chunk_tokens: int = 10
+    """Tokens before the first chunk is decoded: small, for an early first audio."""
+    max_chunk_tokens: int = 100
+    """Chunks double in size up to this many tokens: fewer S3Gen calls for long pieces."""
+    warmup: bool = True
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice_id: str | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
+    language: str | None = None
+    """Language id for the multilingual variant (e.g. "fr")."""
+    stream: bool = True
+    """False: decode each text piece once, when all its tokens exist (the library's way)."""
+
+
+@dataclass
+class AudioChunk:
+    audio: np.ndarray
+    """Float32 mono samples in [-1, 1] at `sample_rate`."""
+    sample_rate: int
+    index: int
+    start_s: float
+    """Where this chunk starts in the request's audio."""
+    piece: int
+    """Which text piece (sentence group) it belongs to."""
+    tokens: list[int]
+    """The speech tokens generated since the previous chunk (this chunk's audio may lag them)."""
+    elapsed_s: float
+    """Time since the request started running, when the chunk was ready."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def pcm16(self) -> bytes:
+        return (np.clip(self.audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def chunk_bounds(first: int, largest: int) -> Iterator[int]:
+    """Token counts at which a piece is decoded: first, then chunks doubling up to `largest`."""
+    bound, size = first, first
+    while True:
+        yield bound
+        size = min(size * 2, largest)
+        bound += size
+
+
+class Engine:
+    def __init__(self, model, config: EngineConfig, device: str):
+        self.model = model
+        self.config = config
+        self.variant: Variant = get_variant(config.variant)
+        self.device = device
+        self.voices = VoiceLibrary(config.voices_dir, self.variant, device,
+                                   VoiceCache(config.voice_cache_bytes), builtin=model.conds)
+        self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self._thread: threading.Thread | None = None
+        self.ready = False
+        self.active = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, checkpoint_dir: Path, config: EngineConfig, device: str) -> Engine:
+        from .loading import load_model
+
+        model = load_model(checkpoint_dir, config.variant, device=device)
+        if device.startswith("cuda") and config.dtype != "float32":
+            model.t3.to(dtype=DTYPES[config.dtype])
+        engine = cls(model, config, device)
+        if config.warmup and model.conds is not None:
+            started = time.monotonic()
+            for _ in engine.synthesize(SynthesisRequest(
+                    "Warm up.", params=SamplingParams(max_new_tokens=12), seed=0), threading.Event()):
+                pass
+            log.info("warm-up generation took %.2f s", time.monotonic() - started)
+        return engine
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="chatterbox-engine", daemon=True)
+        self._thread.start()
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.cancelled.is_set():
+                continue
+            self.active += 1
+            try:
+                for chunk in self.synthesize(job.request, job.cancelled):
+                    job.deliver(chunk)
+                job.deliver(None)
+            except EngineError as exc:
+                job.deliver(exc)
+            except Exception as exc:  # a model failure must not take the worker down
+                log.exception("generation failed")
+                job.deliver(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+            finally:
+                self.active -= 1
+
+    def submit(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop) -> _Job:
+        if not self.ready:
+            raise EngineNotReady("the model is not loaded yet")
+        job = _Job(request, loop)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"{self.config.queue_size} requests are already waiting") from None
+        return job
+
+    async def stream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        """Chunks as they are generated; leaving the loop early (client gone) cancels the request."""
+        job = self.submit(request, asyncio.get_running_loop())
+        try:
+            while True:
+                item = await job.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled.set()
+
+    # -- synthesis (runs on the worker) -----------------------------------------------------------
+    def _text_tokens(self, piece: str, language: str | None) -> torch.Tensor:
+        tok = self.model.tokenizer
+        if self.variant.name == "turbo":
+            return tok(piece, return_tensors="pt").input_ids.to(self.device)
+        if self.variant.name == "multilingual":
+            ids = tok.text_to_tokens(piece, language_id=language.lower())
+        else:
+            ids = tok.text_to_tokens(piece)
+        hp = self.model.t3.hp
+        ids = F.pad(F.pad(ids, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
+        return ids.to(self.device)
+
+    def synthesize(self, request: SynthesisRequest, cancelled: threading.Event) -> Iterator[AudioChunk]:
+        """Audio chunks for `request`, in order; stops early once `cancelled` is set."""
+        started = time.monotonic()
+        cfg = self.config
+        if self.variant.name == "multilingual" and not request.language:
+            raise InvalidInput("the multilingual model needs a language id")
+        pieces = text_prep.prepare(request.text, self.variant.name, cfg.max_text_chars)
+        params = request.params.resolved(self.variant.name, cfg.token_cap)
+        conds = self.voices.get(request.voice_id)
+        t3_dtype = next(self.model.t3.parameters()).dtype
+        t3_cond = with_exaggeration(conds.t3, params.exaggeration).to(dtype=t3_dtype)
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        index, position, reported = 0, 0.0, 0
+        for piece_no, piece in enumerate(pieces):
+            tokens_in = self._text_tokens(piece, request.language)
+            t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator)
+            speech = SpeechStream(self.model.s3gen, conds.gen, meanflow=self.variant.name == "turbo",
+                                  seed=seed + 7919 * piece_no)
+            bounds = chunk_bounds(cfg.first_chunk_tokens, cfg.max_chunk_tokens)
+            next_bound = next(bounds) if request.stream else None
+            tokens: list[int] = []
+            reported = 0
+            while True:
+                if cancelled.is_set():
+                    return
+                token = t3.next_token()
+                final = token is None
+                if not final:
+                    tokens.append(token)
+                    if next_bound is None or len(tokens) < next_bound:
+                        continue
+                    next_bound = next(bounds)
+                audio = speech.decode(tokens, final=final)
+                if len(audio):
+                    samples = audio.numpy()
+                    if cfg.watermark:
+                        samples = self.model.watermarker.apply_watermark(samples, sample_rate=SAMPLE_RATE)
+                    chunk = AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE, index, position,
+                                       piece_no, tokens[reported:], time.monotonic() - started)
+                    reported = len(tokens)
+                    index += 1
+                    position += chunk.duration_s
+                    yield chunk
+                if final:
+                    break
+
+
+class _Job:
+    """A queued request and the way back to its event loop."""
+
+    def __init__(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop):
+        self.request = request
+        self.loop = loop
+        self.out: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+
+    def deliver(self, item) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)

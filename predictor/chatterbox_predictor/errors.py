@@ -1,0 +1,54 @@
+"""The engine's error types. The server maps them to HTTP statuses in one table (`status`).
+
+Retryable errors (the client may try again later) carry `retry_after`; permanent ones say what to fix.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports for a request."""
+
+    status = 500
+    retry_after: float | None = None
+
+
+class InvalidInput(EngineError):
+    """The request itself is wrong (bad text, bad parameter): the client must change it."""
+
+    status = 400
+
+
+class TextTooLong(InvalidInput):
+    status = 413
+
+
+class VoiceNotFound(EngineError):
+    status = 404
+
+
+class InvalidVoice(InvalidInput):
+    """A voice file that is not a loadable voice for this model (never unpickled beyond weights)."""
+
+    status = 422
+
+
+class QueueFull(EngineError):
+    """More requests wait than the queue holds: retry after a moment (503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineNotReady(EngineError):
+    status = 503
+    retry_after = 5.0
+
+
+class GenerationFailed(EngineError):
+    """The model failed on a valid request (a bug or a device error); the worker keeps serving."""
+
+    status = 500

@@ -1,0 +1,143 @@
+"""S3Gen, incrementally: speech tokens in, waveform chunks out, joined without clicks.
+
+`SpeechStream` holds one request's decoding state. Each `decode(tokens, final)` runs the flow over the
+voice prompt and every token so far, keeps the mel frames that are settled (S3Gen's encoder looks three
+tokens ahead, so the last six frames wait for more tokens unless this is the final call), and vocodes
+only the frames not spoken yet. What keeps the joins inaudible:
+
+- one fixed noise tensor per request, over prompt and speech frames alike, so a frame's starting point
+  never changes between decodes (the library draws fresh noise over the whole sequence on every call);
+- the vocoder re-runs the last few frames of the previous chunk as left context, with that chunk's
+  excitation source (`cache_source`) so the harmonic phase carries on, and the overlapping samples are
+  cross-faded with a raised-cosine window;
+- the final call appends three silence tokens, as the library's `generate()` does.
+
+The flow is driven here rather than through `CausalMaskedDiffWithXvec.inference` for two reasons: its
+`finalize=False` path fails in chatterbox-tts 0.1.7 (its mask keeps the untrimmed length), and it cannot
+take noise for the prompt part.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SAMPLE_RATE = 24_000
+FRAMES_PER_TOKEN = 2  # S3Gen: 25 tokens/s -> 50 mel frames/s
+SAMPLES_PER_FRAME = SAMPLE_RATE // 50
+LOOKAHEAD_FRAMES = 6  # the encoder's 3-token look-ahead, in frames
+SILENCE_TOKEN = 4299  # chatterbox.models.s3gen.const.S3GEN_SIL
+SPEECH_VOCAB = 6561
+NOISE_BLOCK = 1024  # noise is drawn in fixed blocks so its values do not depend on the lengths asked for
+
+
+class SpeechStream:
+    def __init__(self, s3gen, ref_dict: dict, meanflow: bool, seed: int, overlap_frames: int = 4,
+                 n_timesteps: int | None = None):
+        self.s3gen = s3gen
+        self.flow = s3gen.flow
+        self.meanflow = meanflow
+        self.n_timesteps = n_timesteps or (2 if meanflow else 10)  # the library's defaults
+        self.device = s3gen.device
+        self.ref = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in ref_dict.items()}
+        self.prompt_frames = self.ref["prompt_feat"].shape[1]
+        self.overlap = overlap_frames
+        self.seed = seed
+        self._chunk = 0
+        self._noise_gen = torch.Generator(device="cpu").manual_seed(seed)
+        self._noise = torch.zeros(1, 80, 0)
+        self.frames_done = 0  # speech mel frames already handed to the vocoder
+        self._mel_tail = None
+        self._source_tail = torch.zeros(1, 1, 0, device=self.device)
+        self._speech_tail = None
+        self._started = False
+        # Raised-cosine fade for the overlap: fade_in + fade_out == 1 at every sample.
+        n = overlap_frames * SAMPLES_PER_FRAME
+        ramp = torch.linspace(0, math.pi, n, device=self.device)
+        self._fade_in = 0.5 - 0.5 * torch.cos(ramp) if n else None
+
+    # -- flow --------------------------------------------------------------------------------------
+    def _noise_for(self, frames: int) -> torch.Tensor:
+        while self._noise.shape[2] < frames:
+            block = torch.randn(1, 80, NOISE_BLOCK, generator=self._noise_gen)
+            self._noise = torch.cat([self._noise, block], dim=2)
+        return self._noise[:, :, :frames].to(self.device)
+
+    @torch.inference_mode()
+    def mels(self, tokens: list[int], final: bool) -> torch.Tensor:
+        """Mel frames (1, 80, 2 * len(tokens)) of `tokens` after the prompt, with this request's noise."""
+        flow, ref = self.flow, self.ref
+        speech = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        prompt = ref["prompt_token"].to(torch.long)
+        all_tokens = torch.cat([prompt, speech], dim=1)
+        n = all_tokens.shape[1]
+        lengths = torch.tensor([n], device=self.device)
+        x = flow.input_embedding(all_tokens)
+        h, _ = flow.encoder(x, lengths)
+        mu = flow.encoder_proj(h).transpose(1, 2).contiguous()  # (1, 80, frames)
+        total = mu.shape[2]
+        spks = flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(ref["embedding"]), dim=1))
+        cond = torch.zeros(1, 80, total, device=self.device, dtype=mu.dtype)
+        cond[:, :, : self.prompt_frames] = ref["prompt_feat"].transpose(1, 2)
+        mask = torch.ones(1, 1, total, device=self.device, dtype=mu.dtype)
+        z = self._noise_for(total).to(mu.dtype)
+        t_span = torch.linspace(0, 1, self.n_timesteps + 1, device=self.device, dtype=mu.dtype)
+        decoder = flow.decoder
+        if self.meanflow:  # Turbo's distilled decoder: plain Euler steps with (t, r) pairs
+            for t, r in zip(t_span[:-1], t_span[1:], strict=True):
+                t, r = t[None], r[None]
+                z = z + (r - t) * decoder.estimator(z, mask=mask, mu=mu, t=t, spks=spks, cond=cond, r=r)
+            feat = z
+        else:
+            if decoder.t_scheduler == "cosine":
+                t_span = 1 - torch.cos(t_span * 0.5 * math.pi)
+            feat = decoder.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond)
+        return feat[:, :, self.prompt_frames:].float()
+
+    # -- vocoder -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def vocode(self, mels: torch.Tensor, final: bool) -> torch.Tensor:
+        """Waveform for new mel frames; all but the overlap tail unless `final` (1-D float32, CPU)."""
+        feat = mels if self._mel_tail is None else torch.cat([self._mel_tail, mels], dim=2)
+        # HiFT draws random excitation noise and phases from the global generator: a forked, seeded
+        # generator makes a request's audio reproducible without touching anyone else's randomness.
+        devices = [self.device] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed + self._chunk)
+            self._chunk += 1
+            wav, source = self.s3gen.mel2wav.inference(speech_feat=feat, cache_source=self._source_tail)
+        wav = wav[0]
+        if self._speech_tail is not None:
+            n = self._speech_tail.shape[0]
+            wav = wav.clone()
+            wav[:n] = wav[:n] * self._fade_in + self._speech_tail * (1 - self._fade_in)
+        if not self._started:  # the library silences the first 20 ms and fades in the next 20 ms
+            fade = self.s3gen.trim_fade.to(wav.device)
+            wav = wav.clone()
+            wav[: fade.shape[0]] *= fade[: wav.shape[0]]
+            self._started = True
+        keep = self.overlap * SAMPLES_PER_FRAME
+        if final or keep == 0 or feat.shape[2] <= self.overlap:
+            self._speech_tail = None
+            return wav.float().cpu()
+        self._mel_tail = feat[:, :, -self.overlap:]
+        self._source_tail = source[:, :, -keep:]
+        self._speech_tail = wav[-keep:]
+        return wav[:-keep].float().cpu()
+
+    def decode(self, tokens: list[int], final: bool) -> torch.Tensor:
+        """Audio for the settled frames of `tokens` (every token so far) not returned before."""
+        tokens = [t for t in tokens if t < SPEECH_VOCAB]
+        if final:
+            tokens = tokens + [SILENCE_TOKEN] * 3
+        if not tokens:
+            return torch.zeros(0)
+        mels = self.mels(tokens, final)
+        settled = mels.shape[2] if final else max(0, mels.shape[2] - LOOKAHEAD_FRAMES)
+        if settled <= self.frames_done:
+            return torch.zeros(0)
+        new = mels[:, :, self.frames_done:settled]
+        self.frames_done = settled
+        return self.vocode(new, final)
