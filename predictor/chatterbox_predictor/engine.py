@@ -218,7 +218,7 @@ class Engine:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
-        index, position, reported = 0, 0.0, 0
+        index, position = 0, 0.0
         for piece_no, piece in enumerate(pieces):
             tokens_in = self._text_tokens(piece, request.language)
             t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator)

@@ -17,12 +17,13 @@ _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
 
 def normalize(text: str, variant: str) -> str:
-    """Whitespace collapsed and the library's own punctuation clean-up (the variant's punc_norm)."""
+    """The library's own punctuation clean-up (the variant's punc_norm), whitespace collapsed around it
+    (punc_norm turns "…" into ", " even before a space)."""
     if variant == "turbo":
         from chatterbox.tts_turbo import punc_norm
     else:
         from chatterbox.tts import punc_norm
-    return punc_norm(" ".join(text.split()))
+    return " ".join(punc_norm(" ".join(text.split())).split())
 
 
 def _pack(parts: list[str], limit: int, sep: str = " ") -> list[str]:

@@ -1,0 +1,194 @@
+"""The engine on a small random checkpoint: the library's sampling, streaming, seeds and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest, chunk_bounds
+from chatterbox_predictor.errors import GenerationFailed, InvalidInput, QueueFull, VoiceNotFound
+from chatterbox_predictor.loading import load_model
+from chatterbox_predictor.speech import SpeechStream
+from chatterbox_predictor.t3_stream import SamplingParams, T3Stream, with_exaggeration
+
+# Measured streamed-vs-one-shot SNR on the small random Turbo checkpoint: 26.5 dB (HiFT's random
+# excitation noise differs between chunked and whole-utterance vocoding). The floor sits just under it.
+SNR_FLOOR_DB = 25.0
+
+
+@pytest.fixture(scope="module")
+def turbo_model(random_checkpoint):
+    return load_model(random_checkpoint("turbo"), "turbo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engine(turbo_model, tmp_path_factory):
+    config = EngineConfig(voices_dir=tmp_path_factory.mktemp("voices"), watermark=False, queue_size=1,
+                          warmup=False)
+    return Engine(turbo_model, config, "cpu")
+
+
+def _run(engine: Engine, request: SynthesisRequest):
+    return list(engine.synthesize(request, threading.Event()))
+
+
+def _snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((signal - reference) ** 2)))
+
+
+@pytest.mark.parametrize("variant", ["turbo", "english"])
+def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_checkpoint, variant):
+    model = load_model(random_checkpoint(variant), variant, device="cpu")
+    text = "Hello there, this is a test."
+    cond = with_exaggeration(model.conds.t3, 0.5)
+    torch.manual_seed(7)
+    if variant == "turbo":
+        tokens = model.tokenizer(text, return_tensors="pt").input_ids
+        library = model.t3.inference_turbo(model.conds.t3, tokens, max_gen_len=11)[0].tolist()
+    else:
+        hp = model.t3.hp
+        tokens = F.pad(F.pad(model.tokenizer.text_to_tokens(text), (1, 0), value=hp.start_text_token),
+                       (0, 1), value=hp.stop_text_token)
+        library = model.t3.inference(t3_cond=cond, text_tokens=torch.cat([tokens, tokens]), max_new_tokens=12,
+                                     cfg_weight=0.5, min_p=0.05, top_p=1.0, temperature=0.8,
+                                     repetition_penalty=1.2)[0].tolist()
+    stream = T3Stream(model.t3, variant, with_exaggeration(model.conds.t3, 0.5), tokens,
+                      SamplingParams().resolved(variant, 12), torch.Generator().manual_seed(7))
+    ours = list(iter(stream.next_token, None))
+    assert ours == library and len(ours) == 12
+
+
+def test_chunk_bounds_start_small_and_double_up_to_the_largest():
+    bounds = chunk_bounds(10, 100)
+    assert [next(bounds) for _ in range(7)] == [10, 30, 70, 150, 250, 350, 450]
+
+
+def test_chunks_arrive_in_order_small_first_and_timed(engine):
+    chunks = _run(engine, SynthesisRequest("Hello there, this is a test.",
+                                           params=SamplingParams(max_new_tokens=60), seed=5))
+    assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) >= 3
+    assert [len(c.tokens) for c in chunks] == [10, 20, 30]  # bounds 10, 30, then the cap at 60
+    starts = np.cumsum([0] + [c.duration_s for c in chunks[:-1]])
+    assert np.allclose([c.start_s for c in chunks], starts)
+    assert chunks[0].duration_s < chunks[1].duration_s
+    assert all(a.elapsed_s < b.elapsed_s for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(c.sample_rate == 24_000 and c.audio.dtype == np.float32 for c in chunks)
+    # 60 tokens and 3 silence tokens are 63 * 40 ms of audio.
+    assert sum(len(c.audio) for c in chunks) == 63 * 960
+    assert len(chunks[0].pcm16()) == 2 * len(chunks[0].audio)
+
+
+def test_streamed_audio_matches_a_one_shot_decode_of_the_same_tokens(engine, turbo_model):
+    chunks = _run(engine, SynthesisRequest("A longer sentence to stream in several chunks.",
+                                           params=SamplingParams(max_new_tokens=80), seed=11))
+    tokens = [t for c in chunks for t in c.tokens]
+    streamed = np.concatenate([c.audio for c in chunks])
+    one_shot = SpeechStream(turbo_model.s3gen, turbo_model.conds.gen, meanflow=True, seed=11).decode(
+        tokens, final=True).numpy()
+    assert streamed.shape == one_shot.shape
+    snr = _snr_db(streamed, one_shot)
+    print(f"streamed vs one-shot SNR: {snr:.1f} dB over {len(chunks)} chunks")
+    assert snr >= SNR_FLOOR_DB
+
+
+def test_the_same_seed_gives_the_same_tokens_streamed_or_not_and_the_same_audio_again(engine):
+    def request(stream: bool) -> SynthesisRequest:
+        return SynthesisRequest("Same seed, same speech.", params=SamplingParams(max_new_tokens=40),
+                                seed=1234, stream=stream)
+
+    streamed, again = _run(engine, request(True)), _run(engine, request(True))
+    whole = _run(engine, request(False))
+    tokens = [t for c in streamed for t in c.tokens]
+    assert tokens == [t for c in whole for t in c.tokens] and len(whole) == 1
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(streamed, again, strict=True))
+    other = _run(engine, SynthesisRequest("Same seed, same speech.", params=SamplingParams(max_new_tokens=40),
+                                          seed=4321))
+    assert [t for c in other for t in c.tokens] != tokens
+
+
+def test_the_watermark_is_on_by_default_and_changes_the_audio(turbo_model, engine):
+    marked = Engine(turbo_model, EngineConfig(voices_dir=engine.config.voices_dir, warmup=False), "cpu")
+    assert marked.config.watermark is True
+    request = SynthesisRequest("Watermarked.", params=SamplingParams(max_new_tokens=20), seed=3)
+    plain = np.concatenate([c.audio for c in _run(engine, request)])
+    stamped = np.concatenate([c.audio for c in _run(marked, request)])
+    assert plain.shape == stamped.shape and not np.allclose(plain, stamped)
+
+
+def test_cancelling_stops_the_generation_before_another_chunk(engine):
+    cancelled = threading.Event()
+    chunks = engine.synthesize(SynthesisRequest("Cancel me.", params=SamplingParams(max_new_tokens=500),
+                                                seed=2), cancelled)
+    first = next(chunks)
+    cancelled.set()
+    assert list(chunks) == [] and first.index == 0
+
+
+@pytest.mark.parametrize(("request_", "error"), [
+    (SynthesisRequest("", seed=1), InvalidInput),
+    (SynthesisRequest("Hi.", voice_id="nobody", seed=1), VoiceNotFound),
+    (SynthesisRequest("Hi.", params=SamplingParams(temperature=0), seed=1), InvalidInput),
+])
+def test_bad_requests_fail_with_typed_errors(engine, request_, error):
+    with pytest.raises(error):
+        _run(engine, request_)
+
+
+def test_the_worker_streams_survives_failures_refuses_beyond_its_queue_and_frees_on_cancel(turbo_model,
+                                                                                          engine):
+    worker = Engine(turbo_model, engine.config, "cpu")
+    worker.start()
+    try:
+        asyncio.run(_exercise_worker(worker))
+    finally:
+        worker.stop()
+
+
+async def _collect(worker: Engine, request: SynthesisRequest) -> list:
+    return [chunk async for chunk in worker.stream(request)]
+
+
+async def _wait_until(predicate, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def _exercise_worker(worker: Engine) -> None:
+    short = SynthesisRequest("Short.", params=SamplingParams(max_new_tokens=12), seed=1)
+    assert len(await _collect(worker, short)) >= 1
+
+    # A failing request comes back as its error; the worker goes on serving.
+    with pytest.raises(VoiceNotFound):
+        await _collect(worker, SynthesisRequest("Hi.", voice_id="nobody"))
+    original = worker.voices.get
+    worker.voices.get = lambda voice_id: (_ for _ in ()).throw(RuntimeError("device fell over"))
+    try:
+        with pytest.raises(GenerationFailed, match="device fell over"):
+            await _collect(worker, short)
+    finally:
+        worker.voices.get = original
+    assert len(await _collect(worker, short)) >= 1
+
+    # One request running and one waiting fill a queue of one: the next is refused at once.
+    long = SynthesisRequest("Long.", params=SamplingParams(max_new_tokens=400), seed=1)
+    running = worker.stream(long)
+    first = await running.__anext__()
+    assert first.index == 0 and worker.active == 1
+    waiting = asyncio.ensure_future(_collect(worker, short))
+    await _wait_until(lambda: worker.queue_depth == 1)
+    with pytest.raises(QueueFull) as refused:
+        worker.submit(short, asyncio.get_running_loop())
+    assert refused.value.status == 503 and refused.value.retry_after > 0
+
+    # The client of the long request goes away: its generation stops and the waiting one runs.
+    await running.aclose()
+    assert len(await asyncio.wait_for(waiting, timeout=120)) >= 1
+    await _wait_until(lambda: worker.active == 0 and worker.queue_depth == 0)

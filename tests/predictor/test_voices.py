@@ -1,0 +1,157 @@
+"""Voice files are untrusted: weights-only loading, structure checks, safe names, a bounded cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from chatterbox_predictor.errors import InvalidVoice, VoiceNotFound
+from chatterbox_predictor.variants import ENGLISH, TURBO
+from chatterbox_predictor.voices import (
+    VoiceCache,
+    VoiceLibrary,
+    conditionals_nbytes,
+    load_voice_bytes,
+    voice_file_name,
+)
+
+
+@pytest.fixture(scope="module")
+def turbo_voice_bytes(random_checkpoint) -> bytes:
+    return (random_checkpoint("turbo") / "conds.pt").read_bytes()
+
+
+def _saved(data) -> bytes:
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    return buf.getvalue()
+
+
+def _data(raw: bytes) -> dict:
+    return torch.load(io.BytesIO(raw), weights_only=True)
+
+
+class _Payload:
+    """Unpickling this runs os.system: exactly what a hostile voice file would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_generated_voice_loads_as_the_library_conditionals(turbo_voice_bytes):
+    conds = load_voice_bytes(turbo_voice_bytes, TURBO)
+    assert type(conds).__name__ == "Conditionals"
+    assert conds.t3.speaker_emb.shape == (1, 256)
+    assert conditionals_nbytes(conds) > 100_000
+
+
+def test_a_pickle_with_a_payload_is_refused_and_the_payload_never_runs(tmp_path, turbo_voice_bytes):
+    marker = tmp_path / "pwned"
+    data = _data(turbo_voice_bytes)
+    data["t3"]["speaker_emb"] = _Payload(marker)
+    with pytest.raises(InvalidVoice, match="objects other than tensors"):
+        load_voice_bytes(_saved(data), TURBO)
+    plain_pickle = pickle.dumps(_Payload(marker))
+    with pytest.raises(InvalidVoice):
+        load_voice_bytes(plain_pickle, TURBO)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d.pop("gen"), "exactly the keys 't3' and 'gen'"),
+    (lambda d: d["t3"].update(extra=torch.zeros(1)), "unknown keys in t3"),
+    (lambda d: d["t3"].update(speaker_emb=torch.zeros(1, 128)), r"speaker_emb must have shape \(1, 256\)"),
+    (lambda d: d["t3"].update(speaker_emb=torch.full((1, 256), float("nan"))), "NaN"),
+    (lambda d: d["gen"].update(prompt_token=d["gen"]["prompt_token"].float()), "must be integer"),
+    (lambda d: d["gen"].update(prompt_feat=d["gen"]["prompt_feat"][:, :10]), "prompt_feat must have shape"),
+    (lambda d: d["gen"].update(prompt_token=d["gen"]["prompt_token"] + 7000), r"must lie in \[0, 6561\)"),
+    (lambda d: d["gen"].update(embedding="not a tensor"), "must be a tensor, found str"),
+])
+def test_a_voice_of_the_wrong_structure_is_refused_naming_the_problem(turbo_voice_bytes, mutate, message):
+    data = _data(turbo_voice_bytes)
+    mutate(data)
+    with pytest.raises(InvalidVoice, match=message):
+        load_voice_bytes(_saved(data), TURBO)
+
+
+def test_english_needs_an_exaggeration_level_that_turbo_does_not(turbo_voice_bytes):
+    data = _data(turbo_voice_bytes)
+    data["t3"]["cond_prompt_speech_tokens"] = data["t3"]["cond_prompt_speech_tokens"][:, :150]
+    data["t3"].pop("emotion_adv")
+    load_voice_bytes(_saved(data), TURBO)
+    with pytest.raises(InvalidVoice, match="emotion_adv"):
+        load_voice_bytes(_saved(data), ENGLISH)
+
+
+@pytest.mark.parametrize("raw", [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"\x80\x04K\x01."])
+def test_files_that_are_not_voices_are_refused(raw):
+    with pytest.raises(InvalidVoice, match="not a voice file|exactly the keys"):
+        load_voice_bytes(raw, TURBO)
+
+
+def test_a_truncated_voice_file_is_refused(turbo_voice_bytes):
+    with pytest.raises(InvalidVoice, match="not a voice file"):
+        load_voice_bytes(turbo_voice_bytes[: len(turbo_voice_bytes) // 2], TURBO)
+    assert zipfile.is_zipfile(io.BytesIO(turbo_voice_bytes))
+
+
+@pytest.mark.parametrize("voice_id", ["../etc/passwd", "a/b", "/abs", ".hidden", "", "a..b", "x" * 101,
+                                      "name\x00", "spaced name", "..", "ü"])
+def test_voice_ids_that_are_not_plain_names_are_refused(voice_id):
+    with pytest.raises(InvalidVoice, match="invalid voice id"):
+        voice_file_name(voice_id)
+
+
+def test_a_voice_id_maps_to_its_file_with_or_without_the_suffix():
+    assert voice_file_name("alpha") == voice_file_name("alpha.pth") == "alpha.pth"
+    assert voice_file_name("v1.2_b-c") == "v1.2_b-c.pth"
+
+
+def test_the_library_serves_files_and_the_builtin_voice(tmp_path, turbo_voice_bytes):
+    (tmp_path / "alpha.pth").write_bytes(turbo_voice_bytes)
+    cache = VoiceCache(max_bytes=10**9)
+    library = VoiceLibrary(tmp_path, TURBO, "cpu", cache, builtin="BUILTIN")
+    assert library.get(None) == "BUILTIN" and library.get("") == "BUILTIN"
+    first = library.get("alpha")
+    assert library.get("alpha.pth") is first and (cache.hits, cache.misses) == (1, 1)
+    with pytest.raises(VoiceNotFound, match="Voice 'beta' not found."):
+        library.get("beta")
+
+
+def test_a_voice_replaced_on_disk_is_loaded_anew(tmp_path, turbo_voice_bytes):
+    path = tmp_path / "alpha.pth"
+    path.write_bytes(turbo_voice_bytes)
+    library = VoiceLibrary(tmp_path, TURBO, "cpu", VoiceCache(10**9))
+    first = library.get("alpha")
+    data = _data(turbo_voice_bytes)
+    data["t3"]["speaker_emb"] = torch.ones(1, 256)
+    path.write_bytes(_saved(data))
+    os.utime(path, ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    second = library.get("alpha")
+    assert second is not first and torch.equal(second.t3.speaker_emb, torch.ones(1, 256))
+
+
+def test_the_cache_evicts_least_recently_used_voices_beyond_its_byte_budget(tmp_path, turbo_voice_bytes):
+    one = conditionals_nbytes(load_voice_bytes(turbo_voice_bytes, TURBO))
+    for name in "abc":
+        (tmp_path / f"{name}.pth").write_bytes(turbo_voice_bytes)
+    cache = VoiceCache(max_bytes=2 * one)
+    library = VoiceLibrary(tmp_path, TURBO, "cpu", cache)
+    library.get("a")
+    library.get("b")
+    library.get("a")  # a is now the most recently used
+    library.get("c")  # over budget: b goes
+    assert len(cache) == 2 and cache.nbytes <= 2 * one
+    misses = cache.misses
+    library.get("a")
+    assert cache.misses == misses  # still cached
+    library.get("b")
+    assert cache.misses == misses + 1  # was evicted
