@@ -13,7 +13,7 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint tools clean
+.PHONY: help install run test lint tools bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules in
 
 test: install tools lint  ## Everything CI runs: lint, then every test tier (slow ones included).
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)
 
 clean:  ## Remove the venv, bin/ and caches (the per-version tool cache in ~/.cache stays).
 	rm -rf $(VENV) bin .pytest_cache .ruff_cache

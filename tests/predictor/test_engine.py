@@ -192,3 +192,11 @@ async def _exercise_worker(worker: Engine) -> None:
     await running.aclose()
     assert len(await asyncio.wait_for(waiting, timeout=120)) >= 1
     await _wait_until(lambda: worker.active == 0 and worker.queue_depth == 0)
+
+
+def test_loading_the_engine_runs_a_warm_up_generation_with_the_builtin_voice(random_checkpoint, tmp_path,
+                                                                              caplog):
+    caplog.set_level("INFO", logger="chatterbox_predictor.engine")
+    loaded = Engine.load(random_checkpoint("turbo"), EngineConfig(voices_dir=tmp_path), "cpu")
+    assert any("warm-up generation took" in r.message for r in caplog.records)
+    assert loaded.config.watermark and loaded.variant.name == "turbo"
