@@ -17,11 +17,13 @@ def capped_speech_tokens(model, limit: int):
 
     turbo = isinstance(model, ChatterboxTurboTTS)
     name, keyword = ("inference_turbo", "max_gen_len") if turbo else ("inference", "max_new_tokens")
+    # inference_turbo samples one token before its loop of max_gen_len steps: limit - 1 steps.
+    cap = limit - 1 if turbo else limit
     original = getattr(model.t3, name)
 
     @functools.wraps(original)
     def capped(*args, **kwargs):  # generate() passes its own cap as a keyword: override it
-        kwargs[keyword] = min(kwargs.get(keyword) or limit, limit)
+        kwargs[keyword] = min(kwargs.get(keyword) or cap, cap)
         return original(*args, **kwargs)
 
     setattr(model.t3, name, capped)
