@@ -58,6 +58,11 @@ class EngineConfig:
     """Chunks double in size up to this many tokens: fewer S3Gen calls for long pieces."""
     warmup: bool = True
 
+    def __post_init__(self):
+        # A chunk must settle more frames than the vocoder's overlap: 3 look-ahead tokens wait, 2 overlap.
+        if self.first_chunk_tokens < 6 or self.max_chunk_tokens < self.first_chunk_tokens:
+            raise ValueError("first_chunk_tokens must be >= 6 and max_chunk_tokens >= first_chunk_tokens")
+
 
 @dataclass(frozen=True)
 class SynthesisRequest:

@@ -66,7 +66,7 @@ class SpeechStream:
         return self._noise[:, :, :frames].to(self.device)
 
     @torch.inference_mode()
-    def mels(self, tokens: list[int], final: bool) -> torch.Tensor:
+    def mels(self, tokens: list[int]) -> torch.Tensor:
         """Mel frames (1, 80, 2 * len(tokens)) of `tokens` after the prompt, with this request's noise."""
         flow, ref = self.flow, self.ref
         speech = torch.tensor([tokens], dtype=torch.long, device=self.device)
@@ -119,9 +119,11 @@ class SpeechStream:
             wav[: fade.shape[0]] *= fade[: wav.shape[0]]
             self._started = True
         keep = self.overlap * SAMPLES_PER_FRAME
-        if final or keep == 0 or feat.shape[2] <= self.overlap:
+        if final or keep == 0:
             self._speech_tail = None
             return wav.float().cpu()
+        if feat.shape[2] <= self.overlap:  # EngineConfig's chunk sizes never get here
+            raise ValueError(f"a chunk of {mels.shape[2]} frames cannot fill a {self.overlap}-frame overlap")
         self._mel_tail = feat[:, :, -self.overlap:]
         self._source_tail = source[:, :, -keep:]
         self._speech_tail = wav[-keep:]
@@ -134,7 +136,7 @@ class SpeechStream:
             tokens = tokens + [SILENCE_TOKEN] * 3
         if not tokens:
             return torch.zeros(0)
-        mels = self.mels(tokens, final)
+        mels = self.mels(tokens)
         settled = mels.shape[2] if final else max(0, mels.shape[2] - LOOKAHEAD_FRAMES)
         if settled <= self.frames_done:
             return torch.zeros(0)

@@ -200,3 +200,9 @@ def test_loading_the_engine_runs_a_warm_up_generation_with_the_builtin_voice(ran
     loaded = Engine.load(random_checkpoint("turbo"), EngineConfig(voices_dir=tmp_path), "cpu")
     assert any("warm-up generation took" in r.message for r in caplog.records)
     assert loaded.config.watermark and loaded.variant.name == "turbo"
+
+
+@pytest.mark.parametrize(("first", "largest"), [(5, 100), (20, 10)])
+def test_chunk_sizes_that_cannot_fill_the_vocoder_overlap_are_refused(first, largest):
+    with pytest.raises(ValueError, match="first_chunk_tokens"):
+        EngineConfig(first_chunk_tokens=first, max_chunk_tokens=largest)
