@@ -19,6 +19,8 @@ import queue
 import random
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 
 from . import text as text_prep
 from .errors import EngineError, EngineNotReady, GenerationFailed, InvalidInput, QueueFull
-from .speech import SAMPLE_RATE, SpeechStream
-from .t3_stream import SamplingParams, T3Stream, with_exaggeration
+from .speech import FRAMES_PER_TOKEN, LOOKAHEAD_FRAMES, SAMPLE_RATE, SpeechStream, warm_vocoder
+from .t3_stream import ConditioningPrefix, SamplingParams, T3Stream, with_exaggeration
 from .variants import Variant, get_variant
 from .voices import VoiceCache, VoiceLibrary
 
@@ -56,12 +58,21 @@ class EngineConfig:
     """Tokens before the first chunk is decoded: small, for an early first audio."""
     max_chunk_tokens: int = 100
     """Chunks double in size up to this many tokens: fewer S3Gen calls for long pieces."""
+    flow_prompt_tokens: int | None = 75
+    """Voice prompt S3Gen sees while streaming (25 tokens = 1 s; None: all of it, as the library)."""
+    flow_context_tokens: int | None = 25
+    """Already-spoken tokens S3Gen re-reads before a chunk's new ones (None: all of them)."""
+    prefix_cache_entries: int = 8
+    """Voices (per exaggeration) whose T3 conditioning keys and values are kept (~40 MB each, Turbo)."""
     warmup: bool = True
 
     def __post_init__(self):
         # A chunk must settle more frames than the vocoder's overlap: 3 look-ahead tokens wait, 2 overlap.
         if self.first_chunk_tokens < 6 or self.max_chunk_tokens < self.first_chunk_tokens:
             raise ValueError("first_chunk_tokens must be >= 6 and max_chunk_tokens >= first_chunk_tokens")
+        if (self.flow_prompt_tokens is not None and self.flow_prompt_tokens < 1) or \
+                (self.flow_context_tokens is not None and self.flow_context_tokens < 0):
+            raise ValueError("flow_prompt_tokens must be >= 1 and flow_context_tokens >= 0 (or None)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ class Engine:
                                    VoiceCache(config.voice_cache_bytes), builtin=model.conds)
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._thread: threading.Thread | None = None
+        self._prefixes: OrderedDict[tuple, tuple[weakref.ref, ConditioningPrefix]] = OrderedDict()
         self.ready = False
         self.active = 0
 
@@ -130,13 +142,22 @@ class Engine:
         if device.startswith("cuda") and config.dtype != "float32":
             model.t3.to(dtype=DTYPES[config.dtype])
         engine = cls(model, config, device)
-        if config.warmup and model.conds is not None:
+        if config.warmup:
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Touch every vocoder input length a stream uses, then run a short generation with the built-in
+        voice: the first request should not pay for kernel selection and allocation."""
+        started = time.monotonic()
+        warm_vocoder(self.model.s3gen, self.largest_vocoder_input)
+        log.info("vocoder warm-up took %.2f s", time.monotonic() - started)
+        if self.model.conds is not None:
             started = time.monotonic()
-            for _ in engine.synthesize(SynthesisRequest(
+            for _ in self.synthesize(SynthesisRequest(
                     "Warm up.", params=SamplingParams(max_new_tokens=12), seed=0), threading.Event()):
                 pass
             log.info("warm-up generation took %.2f s", time.monotonic() - started)
-        return engine
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="chatterbox-engine", daemon=True)
@@ -149,6 +170,12 @@ class Engine:
             self._queue.put(None)
             self._thread.join(timeout=60)
             self._thread = None
+
+    @property
+    def largest_vocoder_input(self) -> int:
+        """Mel frames of the longest vocoder call a streamed chunk makes: the largest chunk, the overlap it
+        re-reads, then at the end of a piece the frames that were waiting and the three silence tokens."""
+        return FRAMES_PER_TOKEN * (self.config.max_chunk_tokens + 3) + 2 * LOOKAHEAD_FRAMES + 4
 
     @property
     def queue_depth(self) -> int:
@@ -209,6 +236,21 @@ class Engine:
         ids = F.pad(F.pad(ids, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
         return ids.to(self.device)
 
+    def _prefix(self, voice_t3, t3_cond, exaggeration: float, dtype: torch.dtype) -> ConditioningPrefix:
+        """The voice's T3 conditioning prefix, from a small LRU (worker thread only). Keyed by the voice
+        object itself (a weak reference, so a voice evicted or replaced on disk never matches again)."""
+        key = (id(voice_t3), float(exaggeration), dtype)
+        hit = self._prefixes.get(key)
+        if hit is not None and hit[0]() is voice_t3:
+            self._prefixes.move_to_end(key)
+            return hit[1]
+        prefix = ConditioningPrefix.compute(self.model.t3, t3_cond)
+        self._prefixes[key] = (weakref.ref(voice_t3), prefix)
+        self._prefixes.move_to_end(key)
+        while len(self._prefixes) > self.config.prefix_cache_entries:
+            self._prefixes.popitem(last=False)
+        return prefix
+
     def synthesize(self, request: SynthesisRequest, cancelled: threading.Event) -> Iterator[AudioChunk]:
         """Audio chunks for `request`, in order; stops early once `cancelled` is set."""
         started = time.monotonic()
@@ -220,15 +262,19 @@ class Engine:
         conds = self.voices.get(request.voice_id)
         t3_dtype = next(self.model.t3.parameters()).dtype
         t3_cond = with_exaggeration(conds.t3, params.exaggeration).to(dtype=t3_dtype)
+        prefix = self._prefix(conds.t3, t3_cond, params.exaggeration, t3_dtype) \
+            if cfg.prefix_cache_entries else None
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
         index, position = 0, 0.0
         for piece_no, piece in enumerate(pieces):
             tokens_in = self._text_tokens(piece, request.language)
-            t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator)
+            t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator, prefix)
             speech = SpeechStream(self.model.s3gen, conds.gen, meanflow=self.variant.name == "turbo",
-                                  seed=seed + 7919 * piece_no)
+                                  seed=seed + 7919 * piece_no,
+                                  prompt_tokens=cfg.flow_prompt_tokens if request.stream else None,
+                                  context_tokens=cfg.flow_context_tokens)
             bounds = chunk_bounds(cfg.first_chunk_tokens, cfg.max_chunk_tokens)
             next_bound = next(bounds) if request.stream else None
             tokens: list[int] = []

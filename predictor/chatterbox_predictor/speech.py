@@ -1,12 +1,20 @@
 """S3Gen, incrementally: speech tokens in, waveform chunks out, joined without clicks.
 
-`SpeechStream` holds one request's decoding state. Each `decode(tokens, final)` runs the flow over the
-voice prompt and every token so far, keeps the mel frames that are settled (S3Gen's encoder looks three
-tokens ahead, so the last six frames wait for more tokens unless this is the final call), and vocodes
-only the frames not spoken yet. What keeps the joins inaudible:
+`SpeechStream` holds one request's decoding state. Each `decode(tokens, final)` runs the flow over a
+window (the tail of the voice prompt, a little already-spoken context, and the tokens not settled yet),
+keeps the mel frames that are settled (S3Gen's encoder looks three tokens ahead, so the last six frames
+wait for more tokens unless this is the final call), and vocodes only the frames not spoken yet.
 
-- one fixed noise tensor per request, over prompt and speech frames alike, so a frame's starting point
-  never changes between decodes (the library draws fresh noise over the whole sequence on every call);
+Why a window: S3Gen's encoder and decoder attend over the whole sequence, so nothing of a previous call
+can be reused, and the voice prompt (~400 frames for an 8 s reference) dwarfs a 10-token chunk. A flow
+pass costs about 0.13 s plus 2 ms per frame on the development CPU: with the whole prompt and history
+every pass costs as much as the library's one-shot decode (1.0-1.2 s for 10 to 50 tokens), with a
+2 s prompt tail and 1 s of context a 10-token pass costs ~0.35 s. `prompt_tokens=None` and
+`context_tokens=None` decode with everything, as the library does. What keeps the joins inaudible:
+
+- fixed noise per request, indexed by a frame's place in the speech (and, for the prompt, counted back
+  from its end), so a frame's starting point never changes between decodes or window sizes (the
+  library draws fresh noise over the whole sequence on every call);
 - the vocoder re-runs the last few frames of the previous chunk as left context, with that chunk's
   excitation source (`cache_source`) so the harmonic phase carries on, and the overlapping samples are
   cross-faded with a raised-cosine window;
@@ -31,23 +39,31 @@ LOOKAHEAD_FRAMES = 6  # the encoder's 3-token look-ahead, in frames
 SILENCE_TOKEN = 4299  # chatterbox.models.s3gen.const.S3GEN_SIL
 SPEECH_VOCAB = 6561
 NOISE_BLOCK = 1024  # noise is drawn in fixed blocks so its values do not depend on the lengths asked for
+# HiFT's first call at a new input length costs ~0.2 s more on CPU (oneDNN builds its convolutions per
+# shape), so the vocoder only ever sees lengths rounded up to this many frames: few shapes, all warm.
+VOCODER_BUCKET_FRAMES = 8
 
 
 class SpeechStream:
     def __init__(self, s3gen, ref_dict: dict, meanflow: bool, seed: int, overlap_frames: int = 4,
-                 n_timesteps: int | None = None):
+                 n_timesteps: int | None = None, prompt_tokens: int | None = None,
+                 context_tokens: int | None = None):
         self.s3gen = s3gen
         self.flow = s3gen.flow
         self.meanflow = meanflow
         self.n_timesteps = n_timesteps or (2 if meanflow else 10)  # the library's defaults
         self.device = s3gen.device
         self.ref = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in ref_dict.items()}
+        if prompt_tokens is not None and self.ref["prompt_token"].shape[1] > prompt_tokens:
+            self.ref["prompt_token"] = self.ref["prompt_token"][:, -prompt_tokens:]
+            self.ref["prompt_feat"] = self.ref["prompt_feat"][:, -FRAMES_PER_TOKEN * prompt_tokens:]
         self.prompt_frames = self.ref["prompt_feat"].shape[1]
+        self.context_tokens = context_tokens
         self.overlap = overlap_frames
         self.seed = seed
         self._chunk = 0
-        self._noise_gen = torch.Generator(device="cpu").manual_seed(seed)
-        self._noise = torch.zeros(1, 80, 0)
+        self._speech_noise = _Noise(seed)
+        self._prompt_noise = _Noise(seed + 1)  # drawn from the prompt's end backwards
         self.frames_done = 0  # speech mel frames already handed to the vocoder
         self._mel_tail = None
         self._source_tail = torch.zeros(1, 1, 0, device=self.device)
@@ -59,17 +75,12 @@ class SpeechStream:
         self._fade_in = 0.5 - 0.5 * torch.cos(ramp) if n else None
 
     # -- flow --------------------------------------------------------------------------------------
-    def _noise_for(self, frames: int) -> torch.Tensor:
-        while self._noise.shape[2] < frames:
-            block = torch.randn(1, 80, NOISE_BLOCK, generator=self._noise_gen)
-            self._noise = torch.cat([self._noise, block], dim=2)
-        return self._noise[:, :, :frames].to(self.device)
-
     @torch.inference_mode()
-    def mels(self, tokens: list[int]) -> torch.Tensor:
-        """Mel frames (1, 80, 2 * len(tokens)) of `tokens` after the prompt, with this request's noise."""
+    def mels(self, tokens: list[int], start: int = 0) -> torch.Tensor:
+        """Mel frames (1, 80, 2 * (len(tokens) - start)) of `tokens[start:]`, after the prompt and with
+        `tokens[:start]` left out, under this request's noise."""
         flow, ref = self.flow, self.ref
-        speech = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        speech = torch.tensor([tokens[start:]], dtype=torch.long, device=self.device)
         prompt = ref["prompt_token"].to(torch.long)
         all_tokens = torch.cat([prompt, speech], dim=1)
         n = all_tokens.shape[1]
@@ -82,7 +93,10 @@ class SpeechStream:
         cond = torch.zeros(1, 80, total, device=self.device, dtype=mu.dtype)
         cond[:, :, : self.prompt_frames] = ref["prompt_feat"].transpose(1, 2)
         mask = torch.ones(1, 1, total, device=self.device, dtype=mu.dtype)
-        z = self._noise_for(total).to(mu.dtype)
+        speech_frames = total - self.prompt_frames
+        z = torch.cat([self._prompt_noise.take(0, self.prompt_frames).flip(2),
+                       self._speech_noise.take(FRAMES_PER_TOKEN * start, speech_frames)], dim=2)
+        z = z.to(device=self.device, dtype=mu.dtype)
         t_span = torch.linspace(0, 1, self.n_timesteps + 1, device=self.device, dtype=mu.dtype)
         decoder = flow.decoder
         if self.meanflow:  # Turbo's distilled decoder: plain Euler steps with (t, r) pairs
@@ -98,17 +112,25 @@ class SpeechStream:
 
     # -- vocoder -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def vocode(self, mels: torch.Tensor, final: bool) -> torch.Tensor:
-        """Waveform for new mel frames; all but the overlap tail unless `final` (1-D float32, CPU)."""
+    def vocode(self, mels: torch.Tensor, final: bool, right: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveform for new mel frames; all but the overlap tail unless `final` (1-D float32, CPU).
+
+        `right`: frames after these that are not settled yet; HiFT reads a few frames ahead, so they are
+        better right context than padding. Their samples are dropped."""
         feat = mels if self._mel_tail is None else torch.cat([self._mel_tail, mels], dim=2)
+        frames = feat.shape[2]
+        padded = torch.cat([feat, right], dim=2) if right is not None and right.shape[2] else feat
+        bucket = -(-padded.shape[2] // VOCODER_BUCKET_FRAMES) * VOCODER_BUCKET_FRAMES
+        padded = F.pad(padded, (0, bucket - padded.shape[2]), mode="replicate")
         # HiFT draws random excitation noise and phases from the global generator: a forked, seeded
         # generator makes a request's audio reproducible without touching anyone else's randomness.
         devices = [self.device] if str(self.device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + self._chunk)
             self._chunk += 1
-            wav, source = self.s3gen.mel2wav.inference(speech_feat=feat, cache_source=self._source_tail)
-        wav = wav[0]
+            wav, source = self.s3gen.mel2wav.inference(speech_feat=padded, cache_source=self._source_tail)
+        wav = wav[0, : frames * SAMPLES_PER_FRAME]
+        source = source[:, :, : frames * SAMPLES_PER_FRAME]
         if self._speech_tail is not None:
             n = self._speech_tail.shape[0]
             wav = wav.clone()
@@ -122,7 +144,7 @@ class SpeechStream:
         if final or keep == 0:
             self._speech_tail = None
             return wav.float().cpu()
-        if feat.shape[2] <= self.overlap:  # EngineConfig's chunk sizes never get here
+        if frames <= self.overlap:  # EngineConfig's chunk sizes never get here
             raise ValueError(f"a chunk of {mels.shape[2]} frames cannot fill a {self.overlap}-frame overlap")
         self._mel_tail = feat[:, :, -self.overlap:]
         self._source_tail = source[:, :, -keep:]
@@ -136,10 +158,38 @@ class SpeechStream:
             tokens = tokens + [SILENCE_TOKEN] * 3
         if not tokens:
             return torch.zeros(0)
-        mels = self.mels(tokens)
-        settled = mels.shape[2] if final else max(0, mels.shape[2] - LOOKAHEAD_FRAMES)
+        total = FRAMES_PER_TOKEN * len(tokens)
+        settled = total if final else max(0, total - LOOKAHEAD_FRAMES)
         if settled <= self.frames_done:
             return torch.zeros(0)
-        new = mels[:, :, self.frames_done:settled]
+        start = 0  # first token of the window: some context before the first unsettled frame
+        if self.context_tokens is not None:
+            start = max(0, self.frames_done // FRAMES_PER_TOKEN - self.context_tokens)
+        mels = self.mels(tokens, start)
+        offset = FRAMES_PER_TOKEN * start
+        new = mels[:, :, self.frames_done - offset:settled - offset]
         self.frames_done = settled
-        return self.vocode(new, final)
+        return self.vocode(new, final, right=mels[:, :, settled - offset:])
+
+
+@torch.inference_mode()
+def warm_vocoder(s3gen, max_frames: int) -> None:
+    """Run HiFT once at every bucketed length up to `max_frames`, so no stream pays the first-call cost."""
+    mel = torch.full((1, 80, max_frames), -5.0, device=s3gen.device)  # about a quiet frame's log-mel
+    for frames in range(VOCODER_BUCKET_FRAMES, max_frames + VOCODER_BUCKET_FRAMES, VOCODER_BUCKET_FRAMES):
+        s3gen.mel2wav.inference(speech_feat=mel[:, :, :frames], cache_source=torch.zeros(1, 1, 0))
+
+
+class _Noise:
+    """One request's flow noise, (1, 80, frames), drawn lazily in fixed blocks from its own generator so
+    that the values at a frame never depend on which lengths were asked for before."""
+
+    def __init__(self, seed: int):
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._noise = torch.zeros(1, 80, 0)
+
+    def take(self, first: int, frames: int) -> torch.Tensor:
+        while self._noise.shape[2] < first + frames:
+            block = torch.randn(1, 80, NOISE_BLOCK, generator=self._generator)
+            self._noise = torch.cat([self._noise, block], dim=2)
+        return self._noise[:, :, first:first + frames]

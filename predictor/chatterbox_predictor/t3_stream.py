@@ -11,6 +11,15 @@ head runs on the last position only. The sampling is the library's, step for ste
 - English / Multilingual (Llama): classifier-free guidance `cond + w * (cond - uncond)` over a batch of
   two (the second with its text embeddings zeroed), repetition penalty, temperature, min-p, top-p; the
   start-of-speech embedding follows the conditioning exactly as `T3.inference` feeds it.
+
+The KV cache grows in place (`GrowingCache`): transformers' `DynamicCache` concatenates every layer's
+keys and values into new tensors at every step, which on the development CPU took 44 of Turbo's
+73 ms per token (fresh multi-megabyte buffers, page faults and copies), more than the matmuls.
+
+The voice's conditioning (speaker embedding, its prompt's speech tokens, the emotion value) comes first
+in T3's causal sequence, so its keys and values do not depend on the text: `ConditioningPrefix` computes
+them once per voice and every request starts from them, which turns a ~0.7 s prefill of ~200 positions
+(full-size Turbo on the development CPU) into one over the text alone.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -83,11 +93,73 @@ ENGLISH_DEFAULTS = SamplingParams(temperature=0.8, top_p=1.0, top_k=1000, min_p=
                                   max_new_tokens=1000)
 
 
+class _GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values live in a buffer with spare room: a step writes its new
+    positions in place, and the buffer doubles when full (amortised O(1) copies instead of O(length))."""
+
+    def __init__(self, reserve: int):
+        super().__init__()
+        self._reserve = reserve
+        self._length = 0
+        self._k = self._v = None
+
+    def update(self, key_states, value_states, cache_kwargs=None):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self._length + key_states.shape[-2]
+        if self._k is None or end > self._k.shape[-2]:
+            size = max(end + self._reserve, 2 * (0 if self._k is None else self._k.shape[-2]))
+            k = key_states.new_empty(*key_states.shape[:-2], size, key_states.shape[-1])
+            v = value_states.new_empty(*value_states.shape[:-2], size, value_states.shape[-1])
+            if self._length:
+                k[..., :self._length, :] = self._k[..., :self._length, :]
+                v[..., :self._length, :] = self._v[..., :self._length, :]
+            self._k, self._v = k, v
+        self._k[..., self._length:end, :] = key_states
+        self._v[..., self._length:end, :] = value_states
+        self._length = end
+        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        return self.keys, self.values
+
+
+class GrowingCache(DynamicCache):
+    """A `DynamicCache` made of `_GrowingLayer`s, optionally starting from a conditioning prefix."""
+
+    def __init__(self, num_layers: int, reserve: int, prefix: ConditioningPrefix | None = None,
+                 batch: int = 1):
+        Cache.__init__(self, layers=[_GrowingLayer(reserve) for _ in range(num_layers)])
+        if prefix is not None:
+            for layer, (k, v) in zip(self.layers, prefix.layers, strict=True):
+                layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+
+
+@dataclass(frozen=True)
+class ConditioningPrefix:
+    """T3's keys and values over one voice's conditioning, shared read-only by the requests using it
+    (the cache's `update` concatenates into new tensors, so these are never written)."""
+
+    length: int
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @classmethod
+    @torch.inference_mode()
+    def compute(cls, t3, t3_cond) -> ConditioningPrefix:
+        cond_emb = t3.prepare_conditioning(t3_cond)  # (1, length, dim)
+        out = t3.tfmr(inputs_embeds=cond_emb, use_cache=True)
+        layers = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        return cls(cond_emb.shape[1], layers)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
 class T3Stream:
     """One request's T3 decoding: `next_token()` until it returns None (end of speech or the cap)."""
 
+    @torch.inference_mode()
     def __init__(self, t3, variant: str, t3_cond, text_tokens: torch.Tensor, params: SamplingParams,
-                 generator: torch.Generator):
+                 generator: torch.Generator, prefix: ConditioningPrefix | None = None):
         self.t3 = t3
         self.turbo = variant == "turbo"
         self.params = params
@@ -97,6 +169,7 @@ class T3Stream:
         self.done = False
         self._pending = None  # the next logits, computed lazily
         self._past = None
+        self._prefix = prefix
         if self.turbo:
             self._prefill_turbo(t3_cond, text_tokens)
         else:
@@ -118,7 +191,7 @@ class T3Stream:
         self._start = self.t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
         embeds, _ = self.t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
                                                  speech_tokens=self._start, cfg_weight=0.0)
-        self._forward(embeds)
+        self._forward(self._after_prefix(embeds))
 
     def _prefill_llama(self, t3_cond, text_tokens):
         p = self.params
@@ -134,7 +207,16 @@ class T3Stream:
             t3_cond=t3_cond, text_tokens=text_tokens,
             speech_tokens=start * torch.ones_like(text_tokens[:, :1]), cfg_weight=p.cfg_weight)
         bos = self._speech_embed(self._ids, position=0)
-        self._forward(torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1))
+        self._forward(self._after_prefix(torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1)))
+
+    def _after_prefix(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Sets up the KV cache; returns the part of the prefill input the conditioning prefix does not
+        already cover."""
+        # Room for the prefill and the first 256 tokens (10 s of speech) before the first doubling.
+        reserve = embeds.shape[1] + min(self.params.max_new_tokens, 256) + 2
+        self._past = GrowingCache(self.t3.tfmr.config.num_hidden_layers, reserve, self._prefix,
+                                  batch=embeds.size(0))
+        return embeds if self._prefix is None else embeds[:, self._prefix.length:]
 
     # -- decoding --------------------------------------------------------------------------------
     def _speech_embed(self, token: torch.Tensor, position: int) -> torch.Tensor:

@@ -14,12 +14,22 @@ import torch.nn.functional as F
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest, chunk_bounds
 from chatterbox_predictor.errors import GenerationFailed, InvalidInput, QueueFull, VoiceNotFound
 from chatterbox_predictor.loading import load_model
-from chatterbox_predictor.speech import SpeechStream
-from chatterbox_predictor.t3_stream import SamplingParams, T3Stream, with_exaggeration
+from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
+from chatterbox_predictor.t3_stream import (
+    ConditioningPrefix,
+    GrowingCache,
+    SamplingParams,
+    T3Stream,
+    with_exaggeration,
+)
 
-# Measured streamed-vs-one-shot SNR on the small random Turbo checkpoint: 26.5 dB (HiFT's random
-# excitation noise differs between chunked and whole-utterance vocoding). The floor sits just under it.
+# Measured streamed-vs-one-shot SNR on the small random Turbo checkpoint (its S3Gen is full size): 26.5 dB
+# for the waveform, whatever the flow window (HiFT's random excitation noise differs between chunked and
+# whole-utterance vocoding, and random vocoder weights barely follow the mels). The mels tell the flow
+# window apart: 19.7 dB streaming with the whole prompt and history, 18.7 dB with the default window
+# (3 s of prompt, 1 s of context), against a one-shot decode with the whole prompt. Floors sit just under.
 SNR_FLOOR_DB = 25.0
+MEL_SNR_FLOOR_DB = {"window": 18.0, "whole": 19.0}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +52,9 @@ def _snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / np.sum((signal - reference) ** 2)))
 
 
+@pytest.mark.parametrize("prefix", [False, True], ids=["prefill", "cached-prefix"])
 @pytest.mark.parametrize("variant", ["turbo", "english"])
-def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_checkpoint, variant):
+def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_checkpoint, variant, prefix):
     model = load_model(random_checkpoint(variant), variant, device="cpu")
     text = "Hello there, this is a test."
     cond = with_exaggeration(model.conds.t3, 0.5)
@@ -58,10 +69,36 @@ def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_chec
         library = model.t3.inference(t3_cond=cond, text_tokens=torch.cat([tokens, tokens]), max_new_tokens=12,
                                      cfg_weight=0.5, min_p=0.05, top_p=1.0, temperature=0.8,
                                      repetition_penalty=1.2)[0].tolist()
-    stream = T3Stream(model.t3, variant, with_exaggeration(model.conds.t3, 0.5), tokens,
-                      SamplingParams().resolved(variant, 12), torch.Generator().manual_seed(7))
+    cond = with_exaggeration(model.conds.t3, 0.5)
+    stream = T3Stream(model.t3, variant, cond, tokens, SamplingParams().resolved(variant, 12),
+                      torch.Generator().manual_seed(7),
+                      ConditioningPrefix.compute(model.t3, cond) if prefix else None)
     ours = list(iter(stream.next_token, None))
     assert ours == library and len(ours) == 12
+
+
+def test_the_growing_cache_holds_what_concatenation_would_across_regrowth():
+    cache = GrowingCache(num_layers=1, reserve=3)
+    steps = [torch.randn(2, 4, n, 8) for n in (5, 1, 1, 1, 6, 1)]  # outgrows 8, then 16 positions
+    for step in steps:
+        keys, values = cache.update(step, -step, layer_idx=0)
+    expected = torch.cat(steps, dim=2)
+    assert torch.equal(keys, expected) and torch.equal(values, -expected)
+    assert cache.get_seq_length() == 15
+
+
+def test_the_conditioning_prefix_is_computed_once_per_voice_and_exaggeration(engine):
+    engine._prefixes.clear()
+    request = SynthesisRequest("Cached.", params=SamplingParams(max_new_tokens=8), seed=1)
+    first = _run(engine, request)
+    assert len(engine._prefixes) == 1
+    (_, prefix), = engine._prefixes.values()
+    again = _run(engine, request)
+    assert len(engine._prefixes) == 1 and next(iter(engine._prefixes.values()))[1] is prefix
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(first, again, strict=True))
+    other = SamplingParams(max_new_tokens=8, exaggeration=0.9)
+    _run(engine, SynthesisRequest("Cached.", params=other, seed=1))
+    assert len(engine._prefixes) == 2
 
 
 def test_chunk_bounds_start_small_and_double_up_to_the_largest():
@@ -95,6 +132,32 @@ def test_streamed_audio_matches_a_one_shot_decode_of_the_same_tokens(engine, tur
     snr = _snr_db(streamed, one_shot)
     print(f"streamed vs one-shot SNR: {snr:.1f} dB over {len(chunks)} chunks")
     assert snr >= SNR_FLOOR_DB
+
+
+@pytest.mark.parametrize("window", ["window", "whole"])
+def test_streamed_mels_match_a_one_shot_decode_with_the_whole_prompt(turbo_model, window):
+    config = EngineConfig()
+    prompt, context = (config.flow_prompt_tokens, config.flow_context_tokens) if window == "window" \
+        else (None, None)
+    tokens = torch.randint(0, 6561, (80,), generator=torch.Generator().manual_seed(3)).tolist()
+    stream = SpeechStream(turbo_model.s3gen, turbo_model.conds.gen, meanflow=True, seed=11,
+                          prompt_tokens=prompt, context_tokens=context)
+    spoken = []
+    original = stream.vocode
+    stream.vocode = lambda mels, final, right=None: (spoken.append(mels), original(mels, final, right))[1]
+    bounds = chunk_bounds(config.first_chunk_tokens, config.max_chunk_tokens)
+    for bound in bounds:
+        if bound >= len(tokens):
+            break
+        stream.decode(tokens[:bound], final=False)
+    stream.decode(tokens, final=True)
+    streamed = torch.cat(spoken, dim=2)
+    one_shot = SpeechStream(turbo_model.s3gen, turbo_model.conds.gen, meanflow=True, seed=11).mels(
+        tokens + [SILENCE_TOKEN] * 3)
+    assert streamed.shape == one_shot.shape and len(spoken) == 4
+    snr = _snr_db(streamed.numpy(), one_shot.numpy())
+    print(f"streamed mels ({window}) vs one-shot: {snr:.1f} dB")
+    assert snr >= MEL_SNR_FLOOR_DB[window]
 
 
 def test_the_same_seed_gives_the_same_tokens_streamed_or_not_and_the_same_audio_again(engine):
