@@ -31,7 +31,7 @@ $(VENV)/.installed: predictor/pyproject.toml operator/pyproject.toml $(CONSTRAIN
 	touch $@
 
 run: install  ## Start the predictor (KServe model server) on :8080; offline: make run ARGS="--random_weights small".
-	$(BIN)/python -m chatterbox_predictor --enable_grpc false $(ARGS)
+	$(BIN)/python -m chatterbox_predictor --enable_grpc false --voices_dir voices $(ARGS)
 
 lint: install  ## ruff over everything.
 	$(BIN)/ruff check .

@@ -27,10 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_logs() -> None:
+    """Our loggers write one JSON object per line, with the request id (KServe keeps its own format)."""
+    from .server import JsonLogFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     import kserve
+    from kserve import model_server
 
     from .model import ChatterboxModel
+    from .server import ApiKeys, TTSService, install
 
     args = build_parser().parse_args(argv)
     try:
@@ -38,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"chatterbox-predictor: {exc}", file=sys.stderr)
         return 2
+    _json_logs()
     model = ChatterboxModel(args.model_name, settings)
     try:
         model.load()
     except CheckpointError as exc:
         print(f"chatterbox-predictor: {exc}", file=sys.stderr)
         return 1
+    service = TTSService(model.engine, ApiKeys(settings.api_keys, settings.api_keys_file),
+                         scan_interval=settings.voice_scan_interval)
+    install(model_server.app, service)  # our routes beside KServe's, on the app its server serves
+    service.start()
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
         max_threads=args.max_threads, max_asyncio_workers=args.max_asyncio_workers,

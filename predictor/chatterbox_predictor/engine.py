@@ -120,6 +120,8 @@ def chunk_bounds(first: int, largest: int) -> Iterator[int]:
 
 
 class Engine:
+    sample_rate = SAMPLE_RATE
+
     def __init__(self, model, config: EngineConfig, device: str):
         self.model = model
         self.config = config

@@ -33,6 +33,22 @@ class InvalidVoice(InvalidInput):
     status = 422
 
 
+class InvalidVoiceId(InvalidVoice):
+    """A voice id that is not a plain file name stem (path separators, traversal, odd characters)."""
+
+    status = 400
+
+
+class VoiceExists(EngineError):
+    """An upload under a voice id that is taken, without the explicit overwrite flag."""
+
+    status = 409
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+
+
 class QueueFull(EngineError):
     """More requests wait than the queue holds: retry after a moment (503 with Retry-After)."""
 

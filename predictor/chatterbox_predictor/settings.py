@@ -25,6 +25,22 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{raw!r} is not a boolean (true/false)")
+    return value in ("1", "true", "yes", "on")
+
+
+def _positive(kind):
+    def parse(raw: str):
+        value = kind(raw)
+        if value <= 0:
+            raise ValueError(f"{raw!r} must be > 0")
+        return value
+    return parse
+
+
 def _setting(default, help: str, choices=None, parse=str):
     """A field with its flag's help text, allowed values and the parser of its flag/variable string."""
     return field(default=default, metadata={"help": help, "choices": choices, "parse": parse})
@@ -46,6 +62,23 @@ class PredictorSettings:
             "access to the weights.", choices=("",) + SIZES)
     device: str = _setting("auto", "Device for inference: auto picks CUDA when present.",
                            choices=("auto", "cuda", "cpu"))
+    dtype: str = _setting("float32", "Dtype of the T3 transformer on CUDA (the CPU always uses float32).",
+                          choices=("float32", "bfloat16", "float16"))
+    voices_dir: Path = _setting(Path("/voices"), "Directory of voice files (<voice_id>.pth): the volume the "
+                                "operator and uploads write to.", parse=Path)
+    voice_scan_interval: float = _setting(2.0, "Seconds between scans of the voice directory for files "
+                                          "added, replaced or removed by others.", parse=_positive(float))
+    voice_cache_mb: int = _setting(256, "Loaded voices kept on the device, in MiB (least recently used "
+                                   "go first).", parse=_positive(int))
+    api_keys: str = _setting("", "Comma-separated API keys accepted in X-API-Key or Authorization: Bearer. "
+                             "With no key at all (here or in the file) the API is open.")
+    api_keys_file: Path | None = _setting(None, "File with one API key per line (a mounted Secret); "
+                                          "re-read when it changes.", parse=_optional_path)
+    queue_size: int = _setting(16, "Requests allowed to wait for the model; beyond it the server answers "
+                               "503 with Retry-After.", parse=_positive(int))
+    max_text_chars: int = _setting(5000, "Longest text accepted per request.", parse=_positive(int))
+    watermark: bool = _setting(True, "Perth watermark on generated audio (Resemble AI's responsible-AI "
+                               "default).", parse=_bool)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -70,5 +103,8 @@ class PredictorSettings:
             choices = f.metadata["choices"]
             if choices is not None and raw not in choices:
                 raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: choose one of {choices}")
-            values[f.name] = f.metadata["parse"](raw)
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: {exc}") from None
         return cls(**values)

@@ -39,9 +39,18 @@ LOOKAHEAD_FRAMES = 6  # the encoder's 3-token look-ahead, in frames
 SILENCE_TOKEN = 4299  # chatterbox.models.s3gen.const.S3GEN_SIL
 SPEECH_VOCAB = 6561
 NOISE_BLOCK = 1024  # noise is drawn in fixed blocks so its values do not depend on the lengths asked for
-# HiFT's first call at a new input length costs ~0.2 s more on CPU (oneDNN builds its convolutions per
-# shape), so the vocoder only ever sees lengths rounded up to this many frames: few shapes, all warm.
-VOCODER_BUCKET_FRAMES = 8
+# HiFT's first call at a new input length costs 0.2-0.4 s more on CPU (oneDNN builds its convolutions
+# per shape), so the vocoder only sees a few lengths, each ~1.5x the last (padding costs ~3 ms a frame),
+# and the engine runs each once at load.
+VOCODER_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def vocoder_bucket(frames: int) -> int:
+    """The vocoder input length `frames` is padded to."""
+    for size in VOCODER_BUCKETS:
+        if frames <= size:
+            return size
+    return -(-frames // 128) * 128
 
 
 class SpeechStream:
@@ -120,8 +129,7 @@ class SpeechStream:
         feat = mels if self._mel_tail is None else torch.cat([self._mel_tail, mels], dim=2)
         frames = feat.shape[2]
         padded = torch.cat([feat, right], dim=2) if right is not None and right.shape[2] else feat
-        bucket = -(-padded.shape[2] // VOCODER_BUCKET_FRAMES) * VOCODER_BUCKET_FRAMES
-        padded = F.pad(padded, (0, bucket - padded.shape[2]), mode="replicate")
+        padded = F.pad(padded, (0, vocoder_bucket(padded.shape[2]) - padded.shape[2]), mode="replicate")
         # HiFT draws random excitation noise and phases from the global generator: a forked, seeded
         # generator makes a request's audio reproducible without touching anyone else's randomness.
         devices = [self.device] if str(self.device).startswith("cuda") else []
@@ -175,8 +183,10 @@ class SpeechStream:
 @torch.inference_mode()
 def warm_vocoder(s3gen, max_frames: int) -> None:
     """Run HiFT once at every bucketed length up to `max_frames`, so no stream pays the first-call cost."""
-    mel = torch.full((1, 80, max_frames), -5.0, device=s3gen.device)  # about a quiet frame's log-mel
-    for frames in range(VOCODER_BUCKET_FRAMES, max_frames + VOCODER_BUCKET_FRAMES, VOCODER_BUCKET_FRAMES):
+    largest = vocoder_bucket(max_frames)
+    mel = torch.full((1, 80, largest), -5.0, device=s3gen.device)  # about a quiet frame's log-mel
+    sizes = sorted({vocoder_bucket(n) for n in range(1, largest + 1)})
+    for frames in sizes:
         s3gen.mel2wav.inference(speech_feat=mel[:, :, :frames], cache_source=torch.zeros(1, 1, 0))
 
 

@@ -10,8 +10,11 @@ recently used out first.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import pickle
 import re
+import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -21,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import InvalidVoice, VoiceNotFound
+from .errors import InvalidVoice, InvalidVoiceId, PayloadTooLarge, VoiceExists, VoiceNotFound
 from .variants import TURBO, Variant
+
+log = logging.getLogger(__name__)
 
 VOICE_SUFFIX = ".pth"
 # A real voice is ~0.2 MB (10 s of prompt); 16 MiB leaves room and stops a huge upload early.
@@ -45,7 +50,7 @@ def voice_file_name(voice_id: str) -> str:
     """`voice_id` with or without the .pth suffix -> the file name; anything path-like is refused."""
     stem = voice_id[: -len(VOICE_SUFFIX)] if voice_id.endswith(VOICE_SUFFIX) else voice_id
     if not VOICE_ID_RE.match(stem) or ".." in stem:
-        raise InvalidVoice(f"invalid voice id {voice_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
+        raise InvalidVoiceId(f"invalid voice id {voice_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
     return stem + VOICE_SUFFIX
 
@@ -121,7 +126,7 @@ def load_voice_bytes(raw: bytes, variant: Variant):
     from chatterbox.tts import Conditionals
 
     if len(raw) > MAX_VOICE_BYTES:
-        raise InvalidVoice(f"voice file is {len(raw)} bytes; the limit is {MAX_VOICE_BYTES}")
+        raise PayloadTooLarge(f"voice file is {len(raw)} bytes; the limit is {MAX_VOICE_BYTES}")
     try:
         with warnings.catch_warnings():  # a foreign pickle protocol only warns; the refusal below decides
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -219,3 +224,108 @@ class VoiceLibrary:
             return load_voice_bytes(path.read_bytes(), self.variant).to(self.device)
 
         return self.cache.get(name, (stat.st_size, stat.st_mtime_ns), load)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    voices: list[str]
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+
+class VoiceDirectory:
+    """The voice files of a directory: listing, atomic uploads, deletion, and noticing what others changed.
+
+    Files land atomically (a hidden temporary file in the same directory, fsync, then a rename or a
+    hard link, so a reader sees the old file or the new one, never half of one), and a replaced or
+    removed voice leaves the cache at once. `scan()` compares the directory with the previous scan;
+    the server calls it on a timer and from the reload endpoint.
+    """
+
+    def __init__(self, library: VoiceLibrary):
+        self.library = library
+        self.directory = library.directory
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def _snapshot(self) -> dict[str, tuple[int, int]]:
+        found = {}
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            stem = entry.name[: -len(VOICE_SUFFIX)]
+            if not entry.name.endswith(VOICE_SUFFIX) or not VOICE_ID_RE.match(stem) or ".." in stem:
+                continue  # temporary files start with a dot; anything else is not ours to serve
+            try:
+                if entry.is_file():
+                    stat = entry.stat()
+                    found[stem] = (stat.st_size, stat.st_mtime_ns)
+            except FileNotFoundError:
+                continue  # removed while we looked
+        return found
+
+    def list(self) -> list[str]:
+        return sorted(self._snapshot())
+
+    def scan(self) -> ScanResult:
+        now = self._snapshot()
+        with self._lock:
+            before, self._seen = self._seen, now
+        added = sorted(set(now) - set(before))
+        removed = sorted(set(before) - set(now))
+        changed = sorted(k for k in set(now) & set(before) if now[k] != before[k])
+        for voice_id in removed + changed:
+            self.library.cache.evict(voice_id)
+        if added or removed or changed:
+            log.info("voices changed on disk: added %s, removed %s, replaced %s", added, removed, changed)
+        return ScanResult(sorted(now), added, removed, changed)
+
+    def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
+        """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
+        name = voice_file_name(voice_id)
+        load_voice_bytes(raw, self.library.variant)  # refuses anything that is not a loadable voice
+        target = self.directory / name
+        if target.exists() and not overwrite:
+            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(raw)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if overwrite:
+                os.replace(tmp, target)
+            else:
+                try:
+                    os.link(tmp, target)  # fails if the name was taken meanwhile, unlike a rename
+                except FileExistsError:
+                    raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
+                                      "replace it.") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _fsync_dir(self.directory)
+        self.library.cache.evict(target.stem)
+        return name
+
+    def delete(self, voice_id: str) -> str:
+        name = voice_file_name(voice_id)
+        try:
+            (self.directory / name).unlink()
+        except FileNotFoundError:
+            raise VoiceNotFound(f"Voice '{voice_id}' not found.") from None
+        _fsync_dir(self.directory)
+        self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
+        return name
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

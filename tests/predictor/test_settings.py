@@ -45,3 +45,15 @@ def test_every_setting_has_a_flag_with_help_naming_its_variable():
     helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
     for name in PredictorSettings.__dataclass_fields__:
         assert f"CHATTERBOX_{name.upper()}" in helps[name]
+
+
+def test_typed_settings_parse_their_values_and_name_the_variable_when_they_cannot():
+    settings = PredictorSettings.load(_parse("--queue_size", "3"), environ={
+        "CHATTERBOX_WATERMARK": "false", "CHATTERBOX_VOICE_SCAN_INTERVAL": "0.5",
+        "CHATTERBOX_VOICES_DIR": "/data/voices"})
+    assert (settings.queue_size, settings.watermark, settings.voice_scan_interval, settings.voices_dir) == \
+        (3, False, 0.5, Path("/data/voices"))
+    with pytest.raises(ValueError, match="CHATTERBOX_QUEUE_SIZE"):
+        PredictorSettings.load(_parse("--queue_size", "0"), environ={})
+    with pytest.raises(ValueError, match="CHATTERBOX_WATERMARK"):
+        PredictorSettings.load(_parse(), environ={"CHATTERBOX_WATERMARK": "maybe"})

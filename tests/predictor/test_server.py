@@ -1,0 +1,361 @@
+"""The predictor server end to end: a real KServe model server process on a loopback port, the small
+random Turbo checkpoint, and real clients (httpx, the openai package, websockets, Open Inference JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import pickle
+import struct
+import time
+import wave
+
+import av
+import httpx
+import numpy as np
+import openai
+import pytest
+import torch
+import websockets
+
+from tests.support.processes import ServerProcess
+
+KEY = "test-key-1"
+HEADERS = {"X-API-Key": KEY}
+TOKENS = 30  # speech tokens per request: a little over a second of (noise) audio
+FAST = {"max_new_tokens": TOKENS, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("voices")
+
+
+@pytest.fixture(scope="module")
+def voice_bytes(random_checkpoint) -> bytes:
+    """A real voice file: the checkpoint's own conds.pt, saved the way the library saves voices."""
+    return (random_checkpoint("turbo") / "conds.pt").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server(random_checkpoint, voices_dir, tmp_path_factory):
+    keys_file = tmp_path_factory.mktemp("secret") / "keys"
+    keys_file.write_text("# mounted Secret\nfile-key\n")
+    args = ["--model_name", "chatterbox", "--checkpoint_dir", str(random_checkpoint("turbo")),
+            "--voices_dir", str(voices_dir), "--queue_size", "1", "--voice_scan_interval", "0.5",
+            "--api_keys", KEY, "--api_keys_file", str(keys_file)]
+    proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
+    try:
+        proc.wait_ready("/v2/health/ready")
+        proc.keys_file = keys_file
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as c:
+        yield c
+
+
+def _wav(data: bytes) -> tuple[int, np.ndarray]:
+    with wave.open(io.BytesIO(_fix_stream_sizes(data))) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def _fix_stream_sizes(data: bytes) -> bytes:
+    """A streamed WAV says "unknown length" (0xFFFFFFFF); Python's wave module wants the real sizes."""
+    assert data[:4] == b"RIFF" and data[36:40] == b"data"
+    assert struct.unpack("<I", data[40:44])[0] == 0xFFFFFFFF
+    sizes = struct.pack("<I", len(data) - 8), struct.pack("<I", len(data) - 44)
+    return data[:4] + sizes[0] + data[8:40] + sizes[1] + data[44:]
+
+
+# -- health, auth ----------------------------------------------------------------------------------------
+def test_health_and_readiness_are_open_and_everything_else_needs_a_key(server):
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    refused = httpx.get(f"{server.url}/voices")
+    assert refused.status_code == 401 and "API key" in refused.json()["detail"]
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{server.url}/voices", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert httpx.get(f"{server.url}/voices", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert httpx.get(f"{server.url}/voices", headers={"X-API-Key": "file-key"}).status_code == 200
+
+
+def test_a_key_added_to_the_mounted_secret_works_without_a_restart(server):
+    assert httpx.get(f"{server.url}/voices", headers={"X-API-Key": "rotated"}).status_code == 401
+    server.keys_file.write_text("file-key\nrotated\n")
+    assert httpx.get(f"{server.url}/voices", headers={"X-API-Key": "rotated"}).status_code == 200
+
+
+# -- /tts/generate ------------------------------------------------------------------------------------
+def test_generate_streams_a_wav_in_chunks_with_the_builtin_voice(client):
+    pieces = []
+    with client.stream("POST", "/tts/generate", json={"text": "Hello there, this is a test.", **FAST}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+        assert r.headers["x-request-id"]
+        pieces = list(r.iter_raw())
+    data = b"".join(pieces)
+    rate, samples = _wav(data)
+    assert rate == 24_000 and len(samples) == (TOKENS + 3) * 960  # tokens plus 3 silence tokens, 40 ms each
+    assert len(pieces) >= 2  # chunks arrive as they are generated (10, then 20 more tokens)
+
+
+def test_generate_with_an_unknown_voice_is_the_plans_404(client):
+    r = client.post("/tts/generate", json={"text": "Hi.", "voice_id": "cloned_voice_alpha"})
+    assert r.status_code == 404 and r.json() == {"detail": "Voice 'cloned_voice_alpha' not found."}
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"text": ""}, 400),
+    ({"text": "   "}, 400),
+    ({"text": "x" * 6000}, 413),
+    ({"text": "Hi.", "voice_id": "../../etc/passwd"}, 400),
+    ({"text": "Hi.", "voice_id": "a/b"}, 400),
+    ({"text": "Hi.", "voice_id": ".hidden"}, 400),
+    ({"text": "Hi.", "temperature": -1}, 422),
+    ({"text": "Hi.", "unknown": 1}, 422),
+    ({"text": 5}, 422),
+    ({}, 422),
+])
+def test_client_mistakes_are_4xx_with_a_json_detail(client, body, status):
+    r = client.post("/tts/generate", json=body)
+    assert r.status_code == status and "detail" in r.json()
+
+
+def test_a_body_that_is_not_json_is_a_4xx(client):
+    r = client.post("/tts/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "detail" in r.json()
+
+
+# -- voices --------------------------------------------------------------------------------------------
+def test_upload_list_speak_and_delete_a_voice(client, voice_bytes, voices_dir):
+    r = client.post("/voices", files={"file": ("alpha.pth", voice_bytes)})
+    assert r.status_code == 201
+    assert r.json() == {"voice_id": "alpha.pth", "message": "Voice uploaded successfully."}
+    assert (voices_dir / "alpha.pth").read_bytes() == voice_bytes
+    assert "alpha.pth" in client.get("/voices").json()
+    for voice_id in ("alpha", "alpha.pth"):
+        r = client.post("/tts/generate", json={"text": "With a cloned voice.", "voice_id": voice_id, **FAST})
+        assert r.status_code == 200 and _wav(r.content)[0] == 24_000
+    again = client.post("/voices", files={"file": ("alpha.pth", voice_bytes)})
+    assert again.status_code == 409 and "overwrite" in again.json()["detail"]
+    replaced = client.post("/voices?overwrite=true", files={"file": ("alpha.pth", voice_bytes)})
+    assert replaced.status_code == 201
+    r = client.delete("/voices/alpha")
+    assert r.status_code == 200 and r.json() == {"message": "Voice 'alpha.pth' deleted successfully."}
+    assert client.delete("/voices/alpha").status_code == 404
+    assert "alpha.pth" not in client.get("/voices").json()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/chatterbox-pwned",))
+
+
+def _bad_uploads(voice_bytes: bytes) -> list[tuple[str, bytes, int, str]]:
+    buf = io.BytesIO()
+    torch.save({"t3": {}, "gen": {}}, buf)
+    wrong_keys = buf.getvalue()
+    riff = b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + b"\0" * 24
+    return [
+        ("payload.pth", pickle.dumps(_Payload()), 422, "not a voice file"),
+        ("truncated.pth", voice_bytes[: len(voice_bytes) // 2], 422, "not a voice file"),
+        ("renamed.pth", riff, 422, "not a voice file"),
+        ("wrongkeys.pth", wrong_keys, 422, "t3"),
+        ("huge.pth", b"\0" * (16 * 1024 * 1024 + 1), 413, "limit"),
+        ("../escape.pth", voice_bytes, 400, "invalid voice id"),
+        ("bad name!.pth", voice_bytes, 400, "invalid voice id"),
+    ]
+
+
+def test_bad_uploads_are_refused_and_leave_nothing_behind(client, voice_bytes, voices_dir):
+    for name, data, status, detail in _bad_uploads(voice_bytes):
+        r = client.post("/voices", files={"file": (name, data)})
+        assert r.status_code == status, (name, r.text)
+        assert detail in r.json()["detail"], name
+    assert not os.path.exists("/tmp/chatterbox-pwned")
+    assert sorted(p.name for p in voices_dir.iterdir()) == []  # no temporary files either
+    assert client.get("/health").status_code == 200  # and it keeps serving
+
+
+def test_voices_written_replaced_or_removed_by_others_are_noticed_without_a_restart(client, voice_bytes,
+                                                                                   voices_dir):
+    (voices_dir / "scp.pth").write_bytes(voice_bytes)
+    deadline = time.monotonic() + 10
+    while "scp.pth" not in client.get("/voices").json():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert client.post("/tts/generate", json={"text": "Found.", "voice_id": "scp", **FAST}).status_code == 200
+    (voices_dir / "scp.pth").write_bytes(b"garbage")  # replaced by something broken: evicted, then refused
+    reload = client.post("/voices/reload").json()
+    assert "scp" in reload["changed"]
+    r = client.post("/tts/generate", json={"text": "Broken.", "voice_id": "scp", **FAST})
+    assert r.status_code == 422 and "not a voice file" in r.json()["detail"]
+    (voices_dir / "scp.pth").unlink()
+    assert client.post("/voices/reload").json()["removed"] == ["scp"]
+    assert client.post("/tts/generate", json={"text": "Gone.", "voice_id": "scp"}).status_code == 404
+
+
+# -- OpenAI ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_the_openai_client_gets_every_format(server, fmt):
+    oa = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
+    with oa.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hello there.",
+                                                        response_format=fmt,
+                                                        extra_body={"max_new_tokens": TOKENS}) as r:
+        data = r.read()
+    if fmt == "pcm":
+        assert len(data) == (TOKENS + 3) * 960 * 2
+        return
+    if fmt == "wav":
+        assert _wav(data)[0] == 24_000
+        return
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        rate = stream.rate
+    assert rate in (24_000, 48_000)
+    assert abs(samples / rate - (TOKENS + 3) * 0.04) < 0.1
+
+
+def test_openai_speed_stretches_the_audio_and_sse_streams_base64_deltas(client):
+    body = {"model": "chatterbox", "voice": "default", "input": "Faster.", "response_format": "pcm",
+            "max_new_tokens": TOKENS}
+    normal = client.post("/v1/audio/speech", json=body).content
+    fast = client.post("/v1/audio/speech", json={**body, "speed": 2.0}).content
+    assert abs(len(fast) / len(normal) - 0.5) < 0.05
+    with client.stream("POST", "/v1/audio/speech", json={**body, "stream_format": "sse"}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done"
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(audio) == len(normal)
+    assert client.post("/v1/audio/speech", json={**body, "voice": "nobody"}).status_code == 404
+    assert client.post("/v1/audio/speech", json={**body, "speed": 9}).status_code == 422
+    assert client.get("/v1/audio/voices").json()["data"][0]["id"] == "default"
+
+
+# -- KServe V1 / V2 ---------------------------------------------------------------------------------
+def test_kserve_v1_predict_returns_a_wav(client):
+    r = client.post("/v1/models/chatterbox:predict",
+                    json={"instances": [{"text": "Version one.", "max_new_tokens": TOKENS}]})
+    assert r.status_code == 200
+    prediction = r.json()["predictions"][0]
+    wav = base64.b64decode(prediction["wav_base64"])
+    with wave.open(io.BytesIO(wav)) as w:
+        assert w.getframerate() == 24_000 and w.getnframes() == (TOKENS + 3) * 960
+    assert client.post("/v1/models/chatterbox:predict", json={"instances": []}).status_code == 400
+
+
+def test_kserve_v2_infer_returns_samples_and_a_binary_wav_on_request(client):
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Version two."]}],
+            "parameters": {"max_new_tokens": TOKENS, "seed": 3}}
+    r = client.post("/v2/models/chatterbox/infer", json=body)
+    assert r.status_code == 200
+    out = r.json()["outputs"][0]
+    assert out["name"] == "audio" and out["datatype"] == "FP32" and out["shape"] == [(TOKENS + 3) * 960]
+    binary = client.post("/v2/models/chatterbox/infer",
+                         json={**body, "outputs": [{"name": "wav", "parameters": {"binary_data": True}}]})
+    assert binary.status_code == 200
+    json_len = int(binary.headers["inference-header-content-length"])
+    header = json.loads(binary.content[:json_len])
+    raw = binary.content[json_len:]
+    # KServe's binary BYTES tensors prefix each element with its length (4 bytes, little endian).
+    assert header["outputs"][0]["name"] == "wav" and struct.unpack("<I", raw[:4])[0] == len(raw) - 4
+    with wave.open(io.BytesIO(raw[4:])) as w:
+        assert w.getframerate() == 24_000 and w.getnframes() == (TOKENS + 3) * 960
+    bad = client.post("/v2/models/chatterbox/infer",
+                      json={"inputs": [{"name": "words", "shape": [1], "datatype": "BYTES", "data": ["x"]}]})
+    assert bad.status_code == 400 and "text" in bad.json()["detail"]
+
+
+# -- WebSocket -------------------------------------------------------------------------------------------
+def test_websocket_speaks_text_sent_in_pieces(server):
+    async def talk():
+        url = server.url.replace("http", "ws") + "/tts/stream"
+        async with websockets.connect(url, additional_headers=HEADERS) as ws:
+            start = json.loads(await ws.recv())
+            assert start["type"] == "start" and start["sample_rate"] == 24_000
+            await ws.send(json.dumps({"text": "Hello the", "partial": True, **FAST}))
+            await ws.send(json.dumps({"text": "re. And more", "partial": True}))
+            await ws.send(json.dumps({"voice_id": "nobody", "text": " words.", "partial": False}))
+            await ws.send(json.dumps({"type": "end"}))
+            audio, events = b"", []
+            async for message in ws:
+                if isinstance(message, bytes):
+                    audio += message
+                else:
+                    events.append(json.loads(message))
+            return audio, events
+
+    audio, events = asyncio.run(talk())
+    kinds = [e["type"] for e in events]
+    assert kinds == ["segment_end", "error", "end"], events
+    assert events[0]["text"] == "Hello there. "
+    assert events[1]["status"] == 404
+    assert len(audio) == (TOKENS + 3) * 960 * 2
+
+
+def test_websocket_refuses_a_missing_key(server):
+    async def connect():
+        async with websockets.connect(server.url.replace("http", "ws") + "/tts/stream") as ws:
+            await ws.recv()
+
+    with pytest.raises(websockets.InvalidStatus) as refused:  # closed before the handshake: HTTP 403
+        asyncio.run(connect())
+    assert refused.value.response.status_code == 403
+
+
+# -- disconnects, queue, metrics ------------------------------------------------------------------------
+def test_a_client_gone_mid_stream_frees_the_worker_and_a_burst_beyond_the_queue_gets_503(server, client):
+    long = {"text": "A long one.", "max_new_tokens": 2000, "seed": 2}
+    with client.stream("POST", "/tts/generate", json=long) as r:
+        next(r.iter_raw())  # the first chunk arrived: generation is running; now leave
+    # The worker notices within a chunk; afterwards a burst: one runs, one waits, the rest get 503.
+    deadline = time.monotonic() + 60
+    while _metric(client, "chatterbox_generating") != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, headers=HEADERS, timeout=300) as ac:
+            return await asyncio.gather(*[ac.post("/tts/generate", json={"text": "Burst.", **FAST})
+                                          for _ in range(5)])
+
+    statuses = sorted(r.status_code for r in asyncio.run(burst()))
+    assert statuses.count(200) >= 2 and 503 in statuses and set(statuses) <= {200, 503}
+    refused = next(r for r in asyncio.run(burst()) if r.status_code == 503) if 503 in statuses else None
+    assert refused is None or refused.headers["retry-after"].isdigit()
+
+
+def _metric(client: httpx.Client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_metrics_export_latency_rtf_queue_streams_cache_and_errors(client):
+    client.post("/tts/generate", json={"text": "Measured.", **FAST})
+    client.post("/tts/generate", json={"text": "Hi.", "voice_id": "missing"})
+    text = client.get("/metrics").text
+    for name in ("chatterbox_time_to_first_audio_seconds_bucket", "chatterbox_real_time_factor_bucket",
+                 "chatterbox_queue_depth", "chatterbox_active_streams", "chatterbox_voice_cache_hits",
+                 "chatterbox_voice_cache_misses", 'chatterbox_errors_total{type="VoiceNotFound"}'):
+        assert name in text, name
+
+
+def test_logs_are_json_lines_with_the_request_id(server, client):
+    client.post("/voices/reload", headers={"X-Request-ID": "trace-me-123"})
+    client.post("/tts/generate", json={"text": "Hi.", "voice_id": "missing-for-log"},
+                headers={"X-Request-ID": "trace-me-456"})
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert any(e["request_id"] == "trace-me-456" for e in lines)
+    assert all({"time", "level", "logger", "message", "request_id"} <= set(e) for e in lines)
