@@ -37,7 +37,7 @@ def engine_config(settings: PredictorSettings) -> EngineConfig:
     return EngineConfig(variant=settings.variant, voices_dir=settings.voices_dir, dtype=settings.dtype,
                         watermark=settings.watermark, queue_size=settings.queue_size,
                         voice_cache_bytes=settings.voice_cache_mb * 2**20,
-                        max_text_chars=settings.max_text_chars)
+                        max_text_chars=settings.max_text_chars, token_cap=settings.token_cap)
 
 
 class ChatterboxModel(kserve.Model):

@@ -77,6 +77,8 @@ class PredictorSettings:
     queue_size: int = _setting(16, "Requests allowed to wait for the model; beyond it the server answers "
                                "503 with Retry-After.", parse=_positive(int))
     max_text_chars: int = _setting(5000, "Longest text accepted per request.", parse=_positive(int))
+    token_cap: int = _setting(1000, "Most speech tokens generated per sentence group (25 tokens = 1 s); "
+                              "requests may ask for fewer.", parse=_positive(int))
     watermark: bool = _setting(True, "Perth watermark on generated audio (Resemble AI's responsible-AI "
                                "default).", parse=_bool)
 
