@@ -30,8 +30,16 @@ import torch
 import torch.nn.functional as F
 
 from . import text as text_prep
+from .audio import pcm16
 from .errors import EngineError, EngineNotReady, GenerationFailed, InvalidInput, QueueFull
-from .speech import FRAMES_PER_TOKEN, LOOKAHEAD_FRAMES, SAMPLE_RATE, SpeechStream, warm_vocoder
+from .speech import (
+    FRAMES_PER_TOKEN,
+    LOOKAHEAD_FRAMES,
+    OVERLAP_FRAMES,
+    SAMPLE_RATE,
+    SpeechStream,
+    warm_vocoder,
+)
 from .t3_stream import ConditioningPrefix, SamplingParams, T3Stream, with_exaggeration
 from .variants import Variant, get_variant
 from .voices import VoiceCache, VoiceLibrary
@@ -107,7 +115,7 @@ class AudioChunk:
         return len(self.audio) / self.sample_rate
 
     def pcm16(self) -> bytes:
-        return (np.clip(self.audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return pcm16(self.audio)
 
 
 def chunk_bounds(first: int, largest: int) -> Iterator[int]:
@@ -177,7 +185,7 @@ class Engine:
     def largest_vocoder_input(self) -> int:
         """Mel frames of the longest vocoder call a streamed chunk makes: the largest chunk, the overlap it
         re-reads, then at the end of a piece the frames that were waiting and the three silence tokens."""
-        return FRAMES_PER_TOKEN * (self.config.max_chunk_tokens + 3) + 2 * LOOKAHEAD_FRAMES + 4
+        return FRAMES_PER_TOKEN * (self.config.max_chunk_tokens + 3) + 2 * LOOKAHEAD_FRAMES + OVERLAP_FRAMES
 
     @property
     def queue_depth(self) -> int:

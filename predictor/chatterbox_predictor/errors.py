@@ -19,10 +19,6 @@ class InvalidInput(EngineError):
     status = 400
 
 
-class TextTooLong(InvalidInput):
-    status = 413
-
-
 class VoiceNotFound(EngineError):
     status = 404
 
@@ -47,6 +43,10 @@ class VoiceExists(EngineError):
 
 class PayloadTooLarge(InvalidInput):
     status = 413
+
+
+class TextTooLong(PayloadTooLarge):
+    pass
 
 
 class QueueFull(EngineError):

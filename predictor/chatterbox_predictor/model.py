@@ -104,15 +104,17 @@ class ChatterboxModel(kserve.Model):
         options = {**(request.parameters or {}), **(text_input.parameters or {})}
         options = {k: v for k, v in options.items() if k not in ("binary_data_output", "binary_data",
                                                                   "binary_data_size", "content_type")}
+        wanted = {o.name for o in request.request_outputs or []} or {"audio"}  # the WAV only on request
+        if unknown := wanted - {"audio", "wav"}:
+            raise InvalidInput(f"unknown outputs {sorted(unknown)}: this model has 'audio' and 'wav'")
         audio = await self._speak(text, options)
-        outputs = [
-            InferOutput("audio", [len(audio)], "FP32", data=audio.astype(np.float32),
-                        parameters={"sample_rate": Engine.sample_rate}),
-            InferOutput("wav", [1], "BYTES",
-                        data=np.array([wav_bytes(audio, Engine.sample_rate)], dtype=np.object_)),
-        ]
-        if not request.request_outputs:  # the WAV is binary: only on request (with binary_data)
-            outputs = outputs[:1]
+        outputs = []
+        if "audio" in wanted:
+            outputs.append(InferOutput("audio", [len(audio)], "FP32", data=audio.astype(np.float32),
+                                       parameters={"sample_rate": Engine.sample_rate}))
+        if "wav" in wanted:  # binary: ask with "binary_data": true
+            wav = np.array([wav_bytes(audio, Engine.sample_rate)], dtype=np.object_)
+            outputs.append(InferOutput("wav", [1], "BYTES", data=wav))
         return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
                              infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
                              requested_outputs=request.request_outputs)

@@ -34,8 +34,9 @@ from starlette.websockets import WebSocketDisconnect
 from . import metrics
 from .audio import FORMATS, AudioEncoder
 from .engine import Engine, SynthesisRequest
-from .errors import EngineError, InvalidInput, PayloadTooLarge, VoiceNotFound
+from .errors import EngineError, PayloadTooLarge
 from .t3_stream import SamplingParams
+from .text import complete_sentences
 from .voices import MAX_VOICE_BYTES, VOICE_SUFFIX, VoiceDirectory
 
 log = logging.getLogger(__name__)
@@ -45,29 +46,32 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 # a voice file of that name exists.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
                  "verse", "marin", "cedar")
-SENTENCE_END = re.compile(r"[.!?…;:](?:[\"')\]]*)\s+")
 
 
 # -- request bodies ------------------------------------------------------------------------------------
 class GenerationOptions(BaseModel):
-    """Optional generation settings shared by every endpoint (None: the variant's library default)."""
+    """Optional generation settings shared by every endpoint (None: the variant's library default).
+    Their ranges are `SamplingParams.validate`'s, checked in `params()`: one place, a 400 naming the
+    value."""
 
     model_config = ConfigDict(extra="forbid")
 
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same speech.")
     language: str | None = Field(None, max_length=8, description="Language id (multilingual variant).")
-    temperature: float | None = Field(None, gt=0, le=5)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1, le=10_000)
-    min_p: float | None = Field(None, ge=0, lt=1)
-    repetition_penalty: float | None = Field(None, ge=1, le=10)
-    cfg_weight: float | None = Field(None, ge=0, le=5)
-    exaggeration: float | None = Field(None, ge=0, le=2)
-    max_new_tokens: int | None = Field(None, ge=1, le=10_000, description="Cap on speech tokens per "
-                                       "sentence group (25 tokens = 1 s).")
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = Field(None, description="Turbo only.")
+    min_p: float | None = Field(None, description="English and Multilingual only.")
+    repetition_penalty: float | None = None
+    cfg_weight: float | None = Field(None, description="English and Multilingual only.")
+    exaggeration: float | None = Field(None, description="English and Multilingual only.")
+    max_new_tokens: int | None = Field(None, description="Cap on speech tokens per sentence group "
+                                       "(25 tokens = 1 s); the server's token cap still applies.")
 
     def params(self) -> SamplingParams:
-        return SamplingParams(**{k: getattr(self, k) for k in SamplingParams.__dataclass_fields__})
+        params = SamplingParams(**{k: getattr(self, k) for k in SamplingParams.__dataclass_fields__})
+        params.validate()
+        return params
 
 
 class GenerateRequest(GenerationOptions):
@@ -179,33 +183,26 @@ class TTSService:
                 log.exception("scanning the voice directory failed")
 
     def resolve_openai_voice(self, voice: str) -> str | None:
-        stem = voice[: -len(VOICE_SUFFIX)] if voice.endswith(VOICE_SUFFIX) else voice
-        if stem in self.voices.list():
-            return stem
-        if voice.lower() in OPENAI_VOICES or voice.lower() in ("default", ""):
+        """A voice file of that name, else the built-in voice for OpenAI's names and "default"; any
+        other name stays as it is, for the engine to refuse like every unknown voice."""
+        if voice.lower() in (*OPENAI_VOICES, "default", "") and not self.engine.voices.exists(voice):
             return None
-        raise VoiceNotFound(f"Voice '{voice}' not found.")
+        return voice
 
-    async def open_stream(self, request: SynthesisRequest, endpoint: str):
+    async def audio(self, request: SynthesisRequest, encoder: AudioEncoder, endpoint: str,
+                    ) -> AsyncIterator[bytes]:
         """Starts a generation and waits for its first chunk, so that every error that can happen
         before audio exists (unknown voice, bad text, full queue) becomes an HTTP error, not a broken
-        stream. Returns (first chunk or None, the rest, the moment it started)."""
+        stream; returns the encoded audio of the rest as it comes."""
         started = time.monotonic()
         log.info("%s: %d characters, voice %s", endpoint, len(request.text), request.voice_id or "(built-in)")
         stream = self.engine.stream(request)
         try:
-            first = await stream.__anext__()
-        except StopAsyncIteration:
-            return None, stream, started
+            first = await anext(stream, None)
         except BaseException:
             await stream.aclose()
             raise
         metrics.TTFA.labels(endpoint).observe(time.monotonic() - started)
-        return first, stream, started
-
-    async def audio(self, request: SynthesisRequest, encoder: AudioEncoder, endpoint: str,
-                    ) -> AsyncIterator[bytes]:
-        first, stream, started = await self.open_stream(request, endpoint)
         return self._encoded(first, stream, started, encoder, endpoint)
 
     async def _encoded(self, first, stream, started, encoder, endpoint) -> AsyncIterator[bytes]:
@@ -223,9 +220,12 @@ class TTSService:
                 elapsed = time.monotonic() - started
                 metrics.RTF.labels(endpoint).observe(elapsed / audio_s)
                 log.info("%s: %.2f s of audio in %.2f s", endpoint, audio_s, elapsed)
-        except EngineError as exc:  # after the first chunk the status is sent: end the stream, say why
+        except EngineError as exc:
+            # The status line is sent: raising aborts the response, so the client sees a broken
+            # transfer rather than a clean end of a truncated file.
             metrics.ERRORS.labels(type(exc).__name__).inc()
             log.error("stream ended early: %s", exc)
+            raise
         finally:
             metrics.ACTIVE_STREAMS.dec()
             await stream.aclose()  # a client gone mid-stream lands here: cancels the generation
@@ -294,10 +294,7 @@ def build_router(service: TTSService) -> APIRouter:
         voice = service.resolve_openai_voice(body.voice)
         request = SynthesisRequest(body.input, voice_id=voice, params=body.params(), seed=body.seed,
                                    language=body.language)
-        try:
-            encoder = AudioEncoder(body.response_format, service.engine.sample_rate, body.speed)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
+        encoder = AudioEncoder(body.response_format, service.engine.sample_rate, body.speed)
         chunks = await service.audio(request, encoder, "openai_speech")
         if body.stream_format == "sse":
             return StreamingResponse(_sse(chunks), media_type="text/event-stream")
@@ -326,14 +323,12 @@ async def _read_limited(file: UploadFile, limit: int) -> bytes:
 
 
 async def _sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    total = 0
     async for data in chunks:
         if data:
-            total += len(data)
             event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
             yield f"data: {json.dumps(event)}\n\n".encode()
-    done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
-    yield f"data: {json.dumps(done)}\n\n".encode()
+    # OpenAI's done event also reports text-token usage, which has no meaning here: left out, not faked.
+    yield f"data: {json.dumps({'type': 'speech.audio.done'})}\n\n".encode()
 
 
 # -- WebSocket -----------------------------------------------------------------------------------------
@@ -373,8 +368,7 @@ def _websocket_handler(service: TTSService):
                     await websocket.send_json({"type": "error", "status": 400, "detail": str(exc)[:500]})
                     continue
                 if kind == "text" and partial:
-                    cut = max((m.end() for m in SENTENCE_END.finditer(buffer)), default=0)
-                    ready, buffer = buffer[:cut], buffer[cut:]
+                    ready, buffer = complete_sentences(buffer)
                 else:
                     ready, buffer = buffer, ""
                 if ready.strip():
@@ -398,17 +392,21 @@ def _websocket_handler(service: TTSService):
 async def _speak(service: TTSService, websocket: WebSocket, segments: asyncio.Queue) -> None:
     while (item := await segments.get()) is not None:
         text, voice, options = item
-        request = SynthesisRequest(text, voice_id=voice, params=options.params(), seed=options.seed,
-                                   language=options.language)
         try:
+            request = SynthesisRequest(text, voice_id=voice, params=options.params(), seed=options.seed,
+                                       language=options.language)
             encoder = AudioEncoder("pcm", service.engine.sample_rate)
             chunks = await service.audio(request, encoder, "websocket")
+        except EngineError as exc:  # before any audio: counted here (mid-stream errors count in _encoded)
+            metrics.ERRORS.labels(type(exc).__name__).inc()
+            await websocket.send_json({"type": "error", "status": exc.status, "detail": str(exc)})
+            continue
+        try:
             async for data in chunks:
                 if data:
                     await websocket.send_bytes(data)
             await websocket.send_json({"type": "segment_end", "text": text})
         except EngineError as exc:
-            metrics.ERRORS.labels(type(exc).__name__).inc()
             await websocket.send_json({"type": "error", "status": exc.status, "detail": str(exc)})
 
 

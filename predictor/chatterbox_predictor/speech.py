@@ -36,6 +36,7 @@ SAMPLE_RATE = 24_000
 FRAMES_PER_TOKEN = 2  # S3Gen: 25 tokens/s -> 50 mel frames/s
 SAMPLES_PER_FRAME = SAMPLE_RATE // 50
 LOOKAHEAD_FRAMES = 6  # the encoder's 3-token look-ahead, in frames
+OVERLAP_FRAMES = 4  # frames the vocoder re-reads from the previous chunk (80 ms, the cross-fade)
 SILENCE_TOKEN = 4299  # chatterbox.models.s3gen.const.S3GEN_SIL
 SPEECH_VOCAB = 6561
 NOISE_BLOCK = 1024  # noise is drawn in fixed blocks so its values do not depend on the lengths asked for
@@ -54,7 +55,7 @@ def vocoder_bucket(frames: int) -> int:
 
 
 class SpeechStream:
-    def __init__(self, s3gen, ref_dict: dict, meanflow: bool, seed: int, overlap_frames: int = 4,
+    def __init__(self, s3gen, ref_dict: dict, meanflow: bool, seed: int, overlap_frames: int = OVERLAP_FRAMES,
                  n_timesteps: int | None = None, prompt_tokens: int | None = None,
                  context_tokens: int | None = None):
         self.s3gen = s3gen
@@ -185,8 +186,8 @@ def warm_vocoder(s3gen, max_frames: int) -> None:
     """Run HiFT once at every bucketed length up to `max_frames`, so no stream pays the first-call cost."""
     largest = vocoder_bucket(max_frames)
     mel = torch.full((1, 80, largest), -5.0, device=s3gen.device)  # about a quiet frame's log-mel
-    sizes = sorted({vocoder_bucket(n) for n in range(1, largest + 1)})
-    for frames in sizes:
+    beyond = range(VOCODER_BUCKETS[-1] + 128, largest + 1, 128)
+    for frames in [*(size for size in VOCODER_BUCKETS if size <= largest), *beyond]:
         s3gen.mel2wav.inference(speech_feat=mel[:, :, :frames], cache_source=torch.zeros(1, 1, 0))
 
 

@@ -69,20 +69,21 @@ class SamplingParams:
         return params
 
     def validate(self) -> None:
+        """Raises InvalidInput naming the first value out of range; None (the default) always passes."""
         checks = [
-            (self.temperature is not None and self.temperature > 0, "temperature must be > 0"),
-            (self.top_p is not None and 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.min_p is not None and 0 <= self.min_p < 1, "min_p must be in [0, 1)"),
-            (self.top_k is not None and self.top_k >= 1, "top_k must be >= 1"),
-            (self.repetition_penalty is not None and 1 <= self.repetition_penalty <= 10,
-             "repetition_penalty must be in [1, 10]"),
-            (self.cfg_weight is not None and 0 <= self.cfg_weight <= 5, "cfg_weight must be in [0, 5]"),
-            (self.exaggeration is not None and 0 <= self.exaggeration <= 2, "exaggeration must be in [0, 2]"),
-            (self.max_new_tokens is not None and self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            ("temperature", lambda v: v > 0, "must be > 0"),
+            ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+            ("min_p", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+            ("top_k", lambda v: v >= 1, "must be >= 1"),
+            ("repetition_penalty", lambda v: 1 <= v <= 10, "must be in [1, 10]"),
+            ("cfg_weight", lambda v: 0 <= v <= 5, "must be in [0, 5]"),
+            ("exaggeration", lambda v: 0 <= v <= 2, "must be in [0, 2]"),
+            ("max_new_tokens", lambda v: v >= 1, "must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(message)
+        for name, ok, message in checks:
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise InvalidInput(f"{name} {message}")
 
 
 # The defaults of ChatterboxTurboTTS.generate and ChatterboxTTS.generate in chatterbox-tts 0.1.7.
@@ -136,7 +137,7 @@ class GrowingCache(DynamicCache):
 @dataclass(frozen=True)
 class ConditioningPrefix:
     """T3's keys and values over one voice's conditioning, shared read-only by the requests using it
-    (the cache's `update` concatenates into new tensors, so these are never written)."""
+    (a `GrowingCache` copies them into its own buffer, so they are never written)."""
 
     length: int
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -148,10 +149,6 @@ class ConditioningPrefix:
         out = t3.tfmr(inputs_embeds=cond_emb, use_cache=True)
         layers = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
         return cls(cond_emb.shape[1], layers)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in self.layers)
 
 
 class T3Stream:

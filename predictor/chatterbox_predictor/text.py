@@ -59,6 +59,12 @@ def split(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
     return _pack(pieces, max_chars)
 
 
+def complete_sentences(text: str) -> tuple[str, str]:
+    """Splits text arriving in pieces (from an LLM, say) into the whole sentences so far and the rest."""
+    cut = max((m.end() for m in _SENTENCE_END.finditer(text)), default=0)
+    return text[:cut], text[cut:]
+
+
 def prepare(text: str, variant: str, max_text_chars: int,
             max_piece_chars: int = MAX_PIECE_CHARS) -> list[str]:
     """Validated, normalised pieces ready for the tokenizer; typed errors for empty or huge text."""

@@ -46,10 +46,14 @@ T3_KEYS = {"speaker_emb", "clap_emb", "cond_prompt_speech_tokens", "cond_prompt_
 GEN_KEYS = {"prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding"}
 
 
+def _is_voice_stem(stem: str) -> bool:
+    return bool(VOICE_ID_RE.match(stem)) and ".." not in stem
+
+
 def voice_file_name(voice_id: str) -> str:
     """`voice_id` with or without the .pth suffix -> the file name; anything path-like is refused."""
     stem = voice_id[: -len(VOICE_SUFFIX)] if voice_id.endswith(VOICE_SUFFIX) else voice_id
-    if not VOICE_ID_RE.match(stem) or ".." in stem:
+    if not _is_voice_stem(stem):
         raise InvalidVoiceId(f"invalid voice id {voice_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
     return stem + VOICE_SUFFIX
@@ -207,6 +211,13 @@ class VoiceLibrary:
     def path(self, voice_id: str) -> Path:
         return self.directory / voice_file_name(voice_id)
 
+    def exists(self, voice_id: str) -> bool:
+        """Whether a file for this id is there; an invalid id names no file."""
+        try:
+            return self.path(voice_id).is_file()
+        except InvalidVoice:
+            return False
+
     def get(self, voice_id: str | None):
         """The voice's Conditionals on the device; None or "" selects the checkpoint's built-in voice."""
         if not voice_id:
@@ -257,7 +268,7 @@ class VoiceDirectory:
             return found
         for entry in entries:
             stem = entry.name[: -len(VOICE_SUFFIX)]
-            if not entry.name.endswith(VOICE_SUFFIX) or not VOICE_ID_RE.match(stem) or ".." in stem:
+            if not entry.name.endswith(VOICE_SUFFIX) or not _is_voice_stem(stem):
                 continue  # temporary files start with a dot; anything else is not ours to serve
             try:
                 if entry.is_file():

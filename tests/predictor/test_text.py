@@ -53,3 +53,10 @@ def test_empty_text_is_refused(bad):
 def test_text_over_the_limit_is_refused_with_the_numbers():
     with pytest.raises(TextTooLong, match="1001 characters; the limit is 1000"):
         text.prepare("a" * 1001, "turbo", 1000)
+
+
+def test_text_arriving_in_pieces_is_cut_after_its_last_whole_sentence():
+    assert text.complete_sentences("Hello there. And the") == ("Hello there. ", "And the")
+    assert text.complete_sentences('He said "stop!" Then, wait; no') == ('He said "stop!" ', "Then, wait; no")
+    assert text.complete_sentences("No end yet") == ("", "No end yet")
+    assert text.complete_sentences("Done.") == ("", "Done.")  # a full stop may still be "3.5": wait
