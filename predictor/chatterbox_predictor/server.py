@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
+from chatterbox_voicefile import MAX_VOICE_BYTES, VOICE_SUFFIX
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +38,7 @@ from .engine import Engine, SynthesisRequest
 from .errors import EngineError, PayloadTooLarge
 from .t3_stream import SamplingParams
 from .text import complete_sentences
-from .voices import MAX_VOICE_BYTES, VOICE_SUFFIX, VoiceDirectory
+from .voices import VoiceDirectory
 
 log = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")

@@ -1,10 +1,10 @@
 """Voices: `Conditionals` saved with torch.save (the plan's `.pth`), loaded safely, cached on the device.
 
-A voice file is untrusted input. It is read with `torch.load(weights_only=True)`, which refuses any
-pickle that would build objects other than tensors and plain containers, and its structure (keys,
-dtypes, shapes, token ranges, finite values) is checked against what the variant's T3 and S3Gen need
-before the library sees it. The cache holds loaded voices on the device, bounded in bytes, least
-recently used out first.
+A voice file is untrusted input. The shared `chatterbox_voicefile` package reads it without torch,
+building nothing but tensors and plain containers, and checks its structure (keys, dtypes, shapes, token
+ranges, finite values) against what the variant's T3 and S3Gen need; only then does
+`torch.load(weights_only=True)` build the tensors the library sees. The cache holds loaded voices on
+the device, bounded in bytes, least recently used out first.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
-import re
 import tempfile
 import threading
 import warnings
@@ -22,124 +20,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import chatterbox_voicefile as voicefile
 import torch
+from chatterbox_voicefile import VOICE_SUFFIX
 
 from .errors import InvalidVoice, InvalidVoiceId, PayloadTooLarge, VoiceExists, VoiceNotFound
-from .variants import TURBO, Variant
+from .variants import Variant
 
 log = logging.getLogger(__name__)
 
-VOICE_SUFFIX = ".pth"
-# A real voice is ~0.2 MB (10 s of prompt); 16 MiB leaves room and stops a huge upload early.
-MAX_VOICE_BYTES = 16 * 1024 * 1024
-# A voice id is a file name stem: letters, digits, '.', '_', '-'; no path separators, no leading dot.
-VOICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-SPEECH_VOCAB = 6561  # S3 speech tokens; ids above are T3's start/stop tokens, never in a prompt
-SPEAKER_EMBED = 256  # VoiceEncoder embedding (T3's speaker conditioning)
-XVECTOR = 192  # CAMPPlus x-vector (S3Gen's speaker embedding)
-MELS = 80
-# S3Gen's reference is cut to 10 s (25 tokens/s); T3's prompt to 150 (English) or 375 (Turbo) tokens.
-MAX_PROMPT_TOKENS = 250
-T3_PROMPT_LEN = {"turbo": 375, "english": 150, "multilingual": 150}
-
-T3_KEYS = {"speaker_emb", "clap_emb", "cond_prompt_speech_tokens", "cond_prompt_speech_emb", "emotion_adv"}
-GEN_KEYS = {"prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding"}
-
-
-def _is_voice_stem(stem: str) -> bool:
-    return bool(VOICE_ID_RE.match(stem)) and ".." not in stem
-
-
 def voice_file_name(voice_id: str) -> str:
     """`voice_id` with or without the .pth suffix -> the file name; anything path-like is refused."""
-    stem = voice_id[: -len(VOICE_SUFFIX)] if voice_id.endswith(VOICE_SUFFIX) else voice_id
-    if not _is_voice_stem(stem):
-        raise InvalidVoiceId(f"invalid voice id {voice_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
-                           "starting with a letter or digit")
-    return stem + VOICE_SUFFIX
-
-
-def _tensor(section: dict, key: str, where: str, *, floating: bool, ndim: int) -> torch.Tensor:
-    value = section.get(key)
-    if not isinstance(value, torch.Tensor):
-        raise InvalidVoice(f"{where}.{key} must be a tensor, found {type(value).__name__}")
-    if value.is_floating_point() != floating:
-        raise InvalidVoice(f"{where}.{key} must be {'floating point' if floating else 'integer'}, "
-                           f"found {value.dtype}")
-    if value.dim() != ndim:
-        raise InvalidVoice(f"{where}.{key} must have {ndim} dimensions, found shape {tuple(value.shape)}")
-    if floating and not torch.isfinite(value).all():
-        raise InvalidVoice(f"{where}.{key} holds NaN or infinite values")
-    return value
-
-
-def validate_voice_data(data: object, variant: Variant) -> None:
-    """Raises InvalidVoice naming the first thing in `data` that the variant cannot use."""
-    if not isinstance(data, dict) or set(data) != {"t3", "gen"}:
-        raise InvalidVoice("a voice must be a dict with exactly the keys 't3' and 'gen'")
-    t3, gen = data["t3"], data["gen"]
-    if not isinstance(t3, dict) or not isinstance(gen, dict):
-        raise InvalidVoice("'t3' and 'gen' must be dicts")
-    if unknown := set(t3) - T3_KEYS:
-        raise InvalidVoice(f"unknown keys in t3: {sorted(unknown)}")
-    if unknown := set(gen) - GEN_KEYS:
-        raise InvalidVoice(f"unknown keys in gen: {sorted(unknown)}")
-
-    spk = _tensor(t3, "speaker_emb", "t3", floating=True, ndim=2)
-    if tuple(spk.shape) != (1, SPEAKER_EMBED):
-        raise InvalidVoice(f"t3.speaker_emb must have shape (1, {SPEAKER_EMBED}), found {tuple(spk.shape)}")
-    prompt = _tensor(t3, "cond_prompt_speech_tokens", "t3", floating=False, ndim=2)
-    limit = T3_PROMPT_LEN[variant.name]
-    if prompt.shape[0] != 1 or not 1 <= prompt.shape[1] <= limit:
-        raise InvalidVoice(f"t3.cond_prompt_speech_tokens must have shape (1, 1..{limit}), "
-                           f"found {tuple(prompt.shape)}")
-    if prompt.min() < 0 or prompt.max() >= SPEECH_VOCAB:
-        raise InvalidVoice(f"t3.cond_prompt_speech_tokens must lie in [0, {SPEECH_VOCAB})")
-    for key in ("clap_emb", "cond_prompt_speech_emb"):
-        if t3.get(key) is not None:
-            raise InvalidVoice(f"t3.{key} must be empty (it is computed by the model)")
-    if variant is not TURBO:  # English and Multilingual condition on an exaggeration level
-        emo = _tensor(t3, "emotion_adv", "t3", floating=True, ndim=3)
-        if tuple(emo.shape) != (1, 1, 1):
-            raise InvalidVoice(f"t3.emotion_adv must have shape (1, 1, 1), found {tuple(emo.shape)}")
-
-    tokens = _tensor(gen, "prompt_token", "gen", floating=False, ndim=2)
-    n = tokens.shape[1]
-    if tokens.shape[0] != 1 or not 1 <= n <= MAX_PROMPT_TOKENS:
-        raise InvalidVoice(f"gen.prompt_token must have shape (1, 1..{MAX_PROMPT_TOKENS}), "
-                           f"found {tuple(tokens.shape)}")
-    if tokens.min() < 0 or tokens.max() >= SPEECH_VOCAB:
-        raise InvalidVoice(f"gen.prompt_token must lie in [0, {SPEECH_VOCAB})")
-    lens = _tensor(gen, "prompt_token_len", "gen", floating=False, ndim=1)
-    if lens.tolist() != [n]:
-        raise InvalidVoice(f"gen.prompt_token_len must be [{n}], found {lens.tolist()}")
-    feat = _tensor(gen, "prompt_feat", "gen", floating=True, ndim=3)
-    if tuple(feat.shape) != (1, 2 * n, MELS):
-        raise InvalidVoice(f"gen.prompt_feat must have shape (1, {2 * n}, {MELS}) for {n} prompt tokens, "
-                           f"found {tuple(feat.shape)}")
-    if gen.get("prompt_feat_len") is not None:
-        raise InvalidVoice("gen.prompt_feat_len must be empty")
-    xvec = _tensor(gen, "embedding", "gen", floating=True, ndim=2)
-    if tuple(xvec.shape) != (1, XVECTOR):
-        raise InvalidVoice(f"gen.embedding must have shape (1, {XVECTOR}), found {tuple(xvec.shape)}")
+    try:
+        return voicefile.voice_file_name(voice_id)
+    except voicefile.InvalidVoiceId as exc:
+        raise InvalidVoiceId(str(exc)) from exc
 
 
 def load_voice_bytes(raw: bytes, variant: Variant):
-    """Parses and validates a voice file's bytes; returns the library's `Conditionals` on the CPU."""
+    """Parses and validates a voice file's bytes; returns the library's `Conditionals` on the CPU.
+
+    Two readers, both weights-only: the shared torch-free one decides (the voice operator judges files
+    with the same code), then torch.load builds the tensors from a file already known to be plain.
+    """
     from chatterbox.models.t3.modules.cond_enc import T3Cond
     from chatterbox.tts import Conditionals
 
-    if len(raw) > MAX_VOICE_BYTES:
-        raise PayloadTooLarge(f"voice file is {len(raw)} bytes; the limit is {MAX_VOICE_BYTES}")
     try:
-        with warnings.catch_warnings():  # a foreign pickle protocol only warns; the refusal below decides
+        voicefile.read_voice(raw, variant.name)
+    except voicefile.VoiceFileTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except voicefile.InvalidVoiceFile as exc:
+        raise InvalidVoice(str(exc)) from exc
+    try:
+        with warnings.catch_warnings():  # a foreign pickle protocol only warns; weights_only decides
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refused a global: a pickle with a payload
-        raise InvalidVoice(f"not a voice file: it holds objects other than tensors ({exc})") from exc
-    except Exception as exc:  # truncated, not a torch file, garbage: the parser fails in many ways
+    except Exception as exc:  # the shared reader accepted it, so this is a disagreement between the two
         raise InvalidVoice(f"not a voice file: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    validate_voice_data(data, variant)
     return Conditionals(T3Cond(**data["t3"]), data["gen"])
 
 
@@ -268,7 +186,7 @@ class VoiceDirectory:
             return found
         for entry in entries:
             stem = entry.name[: -len(VOICE_SUFFIX)]
-            if not entry.name.endswith(VOICE_SUFFIX) or not _is_voice_stem(stem):
+            if not entry.name.endswith(VOICE_SUFFIX) or not voicefile.is_voice_stem(stem):
                 continue  # temporary files start with a dot; anything else is not ours to serve
             try:
                 if entry.is_file():

@@ -7,6 +7,7 @@ import os
 import pickle
 import zipfile
 
+import chatterbox_voicefile as voicefile
 import pytest
 import torch
 
@@ -155,3 +156,66 @@ def test_the_cache_evicts_least_recently_used_voices_beyond_its_byte_budget(tmp_
     assert cache.misses == misses  # still cached
     library.get("b")
     assert cache.misses == misses + 1  # was evicted
+
+
+# -- the shared, torch-free reader (chatterbox_voicefile), which the voice operator uses as well --------
+
+def _as_torch(value):
+    if isinstance(value, voicefile.TensorData):
+        dtype = getattr(torch, value.dtype)
+        return torch.tensor(value.values, dtype=dtype).reshape(value.shape)
+    if isinstance(value, dict):
+        return {k: _as_torch(v) for k, v in value.items()}
+    return value
+
+
+def _same(ours, theirs) -> None:
+    if isinstance(theirs, torch.Tensor):
+        assert torch.equal(_as_torch(ours), theirs), "the readers disagree on a tensor"
+    elif isinstance(theirs, dict):
+        assert set(ours) == set(theirs)
+        for key in theirs:
+            _same(ours[key], theirs[key])
+    else:
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_torch_free_reader_reads_exactly_what_torch_load_reads(turbo_voice_bytes, dtype):
+    data = _data(turbo_voice_bytes)
+    data["t3"]["speaker_emb"] = data["t3"]["speaker_emb"].to(dtype)
+    # A transposed view and a slice: tensors that do not start at their storage's first element.
+    data["gen"]["embedding"] = torch.randn(192, 1).t()
+    data["gen"]["prompt_feat"] = torch.randn(1, 2 * data["gen"]["prompt_token"].shape[1] + 3, 80)[:, 3:]
+    raw = _saved(data)
+    _same(voicefile.read_pth(raw), _data(raw))
+    voicefile.read_voice(raw, "turbo")
+
+
+def test_the_torch_free_reader_never_runs_a_payload_nor_lets_a_pickle_set_attributes(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(voicefile.InvalidVoiceFile, match="objects other than tensors"):
+        voicefile.read_pth(_saved({"t3": _Payload(marker)}))
+    # A hand-written pickle: a storage stand-in, then BUILD, which would write into its __dict__.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02ctorch\nFloatStorage\n}X\x01\x00\x00\x00xK\x01sb.")
+    with pytest.raises(voicefile.InvalidVoiceFile, match="sets attributes"):
+        voicefile.read_pth(buf.getvalue())
+    assert not marker.exists()
+
+
+def test_the_torch_free_reader_refuses_a_tensor_that_repeats_one_element_billions_of_times():
+    bomb = torch.zeros(1).expand(1, 10**9)  # torch.save keeps the stride 0: 4 bytes on disk
+    raw = _saved({"t3": {"speaker_emb": bomb}})
+    with pytest.raises(voicefile.VoiceFileTooLarge, match="larger than any voice"):
+        voicefile.read_pth(raw)
+
+
+def test_the_torch_free_reader_refuses_a_member_that_inflates_beyond_the_limit():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x00" * (voicefile.MAX_VOICE_BYTES + 1))
+    assert len(buf.getvalue()) < 100_000
+    with pytest.raises(voicefile.VoiceFileTooLarge, match="unpacked"):
+        voicefile.read_pth(buf.getvalue())
