@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from pathlib import Path
 import chatterbox_voicefile as voicefile
 import torch
 from chatterbox_voicefile import VOICE_SUFFIX
+from chatterbox_voicefile.files import fsync_dir, write_atomic
 
 from .errors import InvalidVoice, InvalidVoiceId, PayloadTooLarge, VoiceExists, VoiceNotFound
 from .variants import Variant
@@ -219,25 +219,11 @@ class VoiceDirectory:
         target = self.directory / name
         if target.exists() and not overwrite:
             raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(tmp, target)
-            else:
-                try:
-                    os.link(tmp, target)  # fails if the name was taken meanwhile, unlike a rename
-                except FileExistsError:
-                    raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
-                                      "replace it.") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _fsync_dir(self.directory)
+            write_atomic(target, raw, overwrite=overwrite)
+        except FileExistsError:  # the name was taken between the check above and the link
+            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
+                              "replace it.") from None
         self.library.cache.evict(target.stem)
         return name
 
@@ -247,14 +233,7 @@ class VoiceDirectory:
             (self.directory / name).unlink()
         except FileNotFoundError:
             raise VoiceNotFound(f"Voice '{voice_id}' not found.") from None
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
         return name
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

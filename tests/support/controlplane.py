@@ -64,6 +64,13 @@ def _kubeconfig(server: str, ca_pem_path: Path, user: str, credentials: dict) ->
     }
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl run that says what kubectl said (CalledProcessError's message leaves it out)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr.strip()}"
+
+
 class ControlPlane:
     """etcd + kube-apiserver in a temporary directory; `start()`, use, `stop()` (removes everything)."""
 
@@ -225,6 +232,9 @@ class ControlPlane:
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True,
                 input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
+        result = subprocess.run(
             [str(tool("kubectl")), "--kubeconfig", str(kubeconfig or self.admin_kubeconfig), *args],
-            capture_output=True, text=True, check=check, input=input, timeout=timeout)
+            capture_output=True, text=True, input=input, timeout=timeout)
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
+        return result

@@ -1,0 +1,101 @@
+"""Where a voice file comes from: an HTTP(S) URL, or a key of a ConfigMap or Secret in the Voice's namespace.
+
+Each failure is typed by what should happen next: `TemporaryFailure` (unreachable, 5xx, 429, a ConfigMap
+not created yet) is retried with backoff; `PermanentFailure` (404, a file over the size limit, a
+checksum mismatch, not a voice) stops until the Voice's spec changes, and says what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import urllib.error
+import urllib.request
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+
+class SyncFailure(Exception):
+    """A sync that did not complete. `reason` is the CamelCase word for the condition and the event."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class TemporaryFailure(SyncFailure):
+    pass
+
+
+class PermanentFailure(SyncFailure):
+    pass
+
+
+# 408 (timeout), 425 (too early) and 429 (rate limited) say "later", like every 5xx.
+_RETRYABLE_HTTP = {408, 425, 429}
+_CHUNK = 64 * 1024
+
+
+def describe(source: dict) -> str:
+    if "http" in source:
+        return source["http"]["url"]
+    for kind in ("configMap", "secret"):
+        if kind in source:
+            return f"{kind} {source[kind]['name']}/{source[kind]['key']}"
+    return "clone"
+
+
+def fetch_http(url: str, *, limit: int, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "chatterbox-voice-operator"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise PermanentFailure("TooLarge", f"{url} is {declared} bytes; the limit is {limit}")
+            body = bytearray()
+            while chunk := response.read(_CHUNK):
+                body += chunk
+                if len(body) > limit:  # stop reading: a lying or absent Content-Length changes nothing
+                    raise PermanentFailure("TooLarge", f"{url} is larger than the limit of {limit} bytes")
+            if declared is not None and declared.isdigit() and len(body) != int(declared):
+                raise TemporaryFailure("SourceUnavailable", f"{url}: the download stopped after "
+                                       f"{len(body)} of {declared} bytes")
+            return bytes(body)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code in _RETRYABLE_HTTP:
+            raise TemporaryFailure("SourceUnavailable", f"{url} answered HTTP {exc.code}") from exc
+        raise PermanentFailure("SourceRefused", f"{url} answered HTTP {exc.code}: fix the URL") from exc
+    except (urllib.error.URLError, OSError) as exc:  # refused, DNS, TLS, timeout, reset mid-body
+        reason = getattr(exc, "reason", exc)
+        raise TemporaryFailure("SourceUnavailable", f"{url} is unreachable: {reason}") from exc
+
+
+def fetch_object_key(api: client.CoreV1Api, kind: str, namespace: str, name: str, key: str,
+                     *, limit: int) -> bytes:
+    """The bytes under `key` of a ConfigMap (binaryData) or a Secret (data) in `namespace`."""
+    try:
+        if kind == "configMap":
+            obj = api.read_namespaced_config_map(name, namespace)
+            encoded = (obj.binary_data or {}).get(key)
+            if encoded is None and key in (obj.data or {}):
+                raise PermanentFailure("NotBinary", f"ConfigMap {name} has {key!r} under data; a voice "
+                                       "file is binary, so put it under binaryData (kubectl create "
+                                       "configmap --from-file does)")
+        else:
+            obj = api.read_namespaced_secret(name, namespace)
+            encoded = (obj.data or {}).get(key)
+    except ApiException as exc:
+        if exc.status == 404:  # applied together with the Voice, it may simply not exist yet
+            raise TemporaryFailure("SourceNotFound", f"{kind} {namespace}/{name} does not exist "
+                                   "(yet)") from exc
+        if exc.status == 403:
+            raise TemporaryFailure("SourceForbidden", f"the operator may not read {kind} "
+                                   f"{namespace}/{name}: {exc.reason}") from exc
+        raise TemporaryFailure("SourceUnavailable", f"reading {kind} {namespace}/{name}: "
+                               f"HTTP {exc.status} {exc.reason}") from exc
+    if encoded is None:
+        raise TemporaryFailure("SourceNotFound", f"{kind} {namespace}/{name} has no key {key!r} (yet)")
+    raw = base64.b64decode(encoded)
+    if len(raw) > limit:
+        raise PermanentFailure("TooLarge", f"{kind} {name}/{key} is {len(raw)} bytes; the limit is {limit}")
+    return raw
