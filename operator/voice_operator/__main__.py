@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 import kopf
 from kubernetes import client, config
@@ -21,6 +22,17 @@ from .store import VoiceStore
 
 def _post_event(body, type: str, reason: str, message: str) -> None:
     kopf.event(body, type=type, reason=reason, message=message[:1024])  # events cap messages at 1 KiB
+
+
+def start_priority() -> int:
+    """A peering priority that grows with the start time, plus random digits to break ties.
+
+    Replicas of one Deployment share their settings, and kopf pauses every operator that sees a peer of
+    higher or equal priority, so each needs its own. The newest wins: a replica restarted after a crash
+    outranks the dead one's record at once instead of waiting for it to expire (60 s), and a rolling
+    update hands over to the new version. Milliseconds x 1000 stays under 2**53 (a JSON number).
+    """
+    return int(time.time() * 1000) * 1000 + random.SystemRandom().randrange(1000)
 
 
 def ensure_peering(api: client.ApiClient, settings: OperatorSettings) -> None:
@@ -42,8 +54,10 @@ def ensure_peering(api: client.ApiClient, settings: OperatorSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = OperatorSettings.from_env()
+    # kopf's formatter prefixes each line about a Voice with its namespace/name (a field in JSON).
+    kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+                   log_prefix=True)
     try:
         config.load_incluster_config()
     except config.ConfigException:
@@ -52,9 +66,7 @@ def main() -> None:
     if not settings.standalone:
         ensure_peering(api, settings)
     ctx = Context(settings, VoiceStore(settings.voices_dir), api, _post_event)
-    # Replicas of one Deployment share their settings; a random priority per process lets peering pick
-    # exactly one of them to work (kopf pauses every operator that sees a peer of equal priority).
-    priority = settings.priority or random.SystemRandom().randint(1, 2**31 - 1)
+    priority = settings.priority or start_priority()
     logging.getLogger(__name__).info(
         "serving Voices in %s, files in %s, %s", ", ".join(settings.namespaces) or "all namespaces",
         settings.voices_dir, "standalone" if settings.standalone else

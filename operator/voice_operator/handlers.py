@@ -57,12 +57,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.posting.level = logging.ERROR
         settings.posting.reporting_component = "chatterbox-voice-operator"
 
-    @kopf.on.create(**resource)
-    @kopf.on.update(**resource, field="spec")
+    @kopf.on.create(**resource, id="sync")
+    @kopf.on.update(**resource, field="spec", id="sync")
     def sync(body, retry, memo, **_):
         run(_ctx(memo), body, retry)
 
-    @kopf.on.resume(**resource)
+    @kopf.on.resume(**resource, id="resume")
     def resume(body, meta, status, retry, memo, **_):
         """After a restart: a voice already synced for this generation is only checked, not fetched again."""
         ctx = _ctx(memo)
@@ -74,7 +74,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 pass  # the source cannot be read now: a full sync reports why and retries
         run(ctx, body, retry)
 
-    @kopf.on.delete(**resource)
+    @kopf.on.delete(**resource, id="delete")
     def delete(body, retry, memo, **_):
         ctx = _ctx(memo)
         try:
@@ -86,7 +86,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 return
             raise kopf.TemporaryError(str(exc), delay=delay(retry)) from exc
 
-    @kopf.timer(**resource, interval=settings.drift_interval, initial_delay=settings.drift_interval)
+    @kopf.timer(**resource, interval=settings.drift_interval, initial_delay=settings.drift_interval,
+                id="drift")
     def drift(body, meta, status, memo, **_):
         """Repairs a voice changed or removed on disk behind the operator's back; retries a taken id."""
         if meta.get("deletionTimestamp") or status.get("observedGeneration") != meta.get("generation"):

@@ -52,8 +52,8 @@ class OperatorSettings:
     peering: str = _setting("chatterbox-voice-operator", "Name of the kopf peering object through which "
                             "replicas agree that one of them works at a time.")
     standalone: bool = _setting(False, "Run without peering: only safe with exactly one replica.", _bool)
-    priority: int = _setting(0, "Peering priority; 0 picks a random one at start, so that of several "
-                             "replicas exactly one (the highest) works and the others wait.", int)
+    priority: int = _setting(0, "Peering priority; 0 derives one from the start time, so that of several "
+                             "replicas exactly one (the newest) works and the others wait.", int)
     max_voice_bytes: int = _setting(MAX_VOICE_BYTES, "Largest voice file accepted from a source.",
                                     _positive(int))
     fetch_timeout: float = _setting(30.0, "Seconds to wait on a source or a predictor.", _positive(float))
@@ -67,6 +67,7 @@ class OperatorSettings:
                                         "takes the only port (or the one named http).")
     predictor_scheme: str = _setting("http", "Scheme of the predictors' reload endpoint.",
                                      choices=("http", "https"))
+    log_format: str = _setting("text", "Log lines as text or as JSON objects.", choices=("text", "json"))
     api_key_file: Path | None = _setting(None, "File holding the predictors' API key (a mounted "
                                          "Secret), sent as X-API-Key on reload.",
                                          lambda raw: Path(raw) if raw else None)

@@ -179,14 +179,14 @@ class OperatorProcess:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the operator exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"the operator exited with {self.proc.returncode}:\n{self.log()[-6000:]}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"the operator's liveness endpoint never answered:\n{self.log()}")
+        raise TimeoutError(f"the operator's liveness endpoint never answered:\n{self.log()[-6000:]}")
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as when a node dies mid-sync."""
@@ -204,7 +204,8 @@ class OperatorProcess:
                 self.proc.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        """This start's whole log (error messages show its tail)."""
+        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture(scope="session")

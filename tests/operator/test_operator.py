@@ -370,3 +370,64 @@ def test_a_voice_applied_with_kubectl_is_spoken_by_the_real_predictor(
         assert resp.content[:4] == b"RIFF" and len(resp.content) > 44 + 2 * 1000
     finally:
         predictor.stop()
+
+
+def test_the_replica_works_through_kopf_peering(cluster, operator):
+    peering = json.loads(cluster.kubectl("get", "clusterkopfpeering", "chatterbox-voice-operator",
+                                         "-o", "json").stdout)
+    peers = peering.get("status") or {}
+    assert peers, "the operator announced itself to no peering object"
+    assert all(p["priority"] > 0 for p in peers.values())  # each replica's own, from its start time
+
+
+def test_an_operator_scoped_to_one_namespace_leaves_the_others_alone(
+        cluster, operator, sources, voice_bytes, voices_dir, tmp_path):
+    from .conftest import OperatorProcess
+
+    served, other = unique_name("served"), unique_name("other")
+    for ns in (served, other):
+        cluster.kubectl("create", "namespace", ns)
+    operator.stop()  # the cluster-wide one would take the Voices of both
+    scoped = OperatorProcess(operator.kubeconfig, voices_dir, tmp_path)
+    scoped.env["VOICE_OPERATOR_NAMESPACES"] = served
+    scoped.start()
+    try:
+        url = sources.add(voice_bytes)
+        cluster.kubectl("apply", "-n", served, "-f", "-", input=_voice("mine", {"http": {"url": url}},
+                                                                     voiceId=unique_name("mine")))
+        cluster.kubectl("apply", "-n", other, "-f", "-", input=_voice("theirs", {"http": {"url": url}},
+                                                                    voiceId=unique_name("theirs")))
+        _phase(cluster, served, "mine", "Ready")
+        time.sleep(2)
+        assert "status" not in _get(cluster, other, "theirs")
+        # Its peering object lives in the namespace it serves.
+        cluster.kubectl("get", "kopfpeering", "chatterbox-voice-operator", "-n", served)
+    finally:
+        scoped.stop()
+        operator.start()
+    _phase(cluster, other, "theirs", "Ready")  # the cluster-wide operator, back, takes it
+
+
+def test_a_second_replica_takes_over_and_the_first_stands_by_until_it_is_gone(
+        cluster, operator, sources, voice_bytes, voices_dir, namespace, tmp_path):
+    from .conftest import OperatorProcess
+
+    newer = OperatorProcess(operator.kubeconfig, voices_dir, tmp_path)
+    newer.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "Pausing" not in operator.log() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "Pausing" in operator.log(), operator.log()[-3000:]  # the older replica stands by
+        name = unique_name("peered")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=_voice(name, {"http": {"url": sources.add(voice_bytes)}}))
+        _phase(cluster, namespace, name, "Ready")
+        assert name in newer.log() and name not in operator.log()
+    finally:
+        newer.stop()  # a clean exit removes its peering record: the older one resumes at once
+    name = unique_name("resumed")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input=_voice(name, {"http": {"url": sources.add(voice_bytes)}}))
+    _phase(cluster, namespace, name, "Ready")
+    assert "Resuming" in operator.log()
