@@ -1,7 +1,8 @@
 """Regenerates requirements/constraints.txt from the packages installed in .venv.
 
 Usage (after changing a dependency in a pyproject.toml):
-    python3 -m venv /tmp/lockenv && /tmp/lockenv/bin/pip install -e ./predictor/voicefile -e ./predictor[test] -e ./operator \
+    python3 -m venv /tmp/lockenv \
+        && /tmp/lockenv/bin/pip install -e ./predictor/voicefile -e ./predictor[test] -e ./operator \
         && /tmp/lockenv/bin/pip install --no-deps chatterbox-tts==0.1.7 \
         && /tmp/lockenv/bin/python hack/lock.py
 The comment lines written above a pin are carried over to the new file, so every reason for a
