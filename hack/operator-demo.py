@@ -34,10 +34,7 @@ def main() -> None:
             result = cp.kubectl(*args, input=input, check=False, timeout=120)
             print((result.stdout + result.stderr).rstrip() + "\n")
 
-        for _ in range(2):  # the second pass finds the CRDs the first one created
-            ok = cp.kubectl("apply", "-f", str(REPO / "manifests"), check=False).returncode == 0
-            if ok:
-                break
+        cp.kubectl("apply", "-f", str(REPO / "manifests"))
         voices = work / "voices"
         voices.mkdir()
         operator = OperatorProcess(cp.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA), voices, work)

@@ -211,11 +211,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def cluster(control_plane):
     """The control plane with manifests/ applied as a user would: CRDs, RBAC, the operator's namespace."""
-    for _attempt in range(2):  # a second pass, should discovery lag behind a CRD created in the first
-        result = control_plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests"), check=False)
-        if result.returncode == 0:
-            break
-    assert result.returncode == 0, result.stderr
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests"))
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                           "crd/voices.tts.chatterbox-k8s.io", "crd/clusterkopfpeerings.kopf.dev")
     return control_plane
