@@ -51,9 +51,13 @@ class VoiceStatus:
         """Ready summarises the others: False with Synced's reason until the file is there, then whatever
         the predictors said."""
         synced, reloaded = self.condition(SYNCED), self.condition(RELOADED)
-        if synced is None or (synced["status"] == "True" and reloaded is None):
+        if synced is None:
             return
-        cause = synced if synced["status"] != "True" else reloaded
+        if synced["status"] != "True":
+            cause = synced
+        else:
+            cause = reloaded or {"status": "False", "reason": "ReloadPending",
+                                 "message": "the file is in place; the predictors are being told"}
         ok = cause is reloaded and reloaded["status"] == "True"
         ready = self.condition("Ready")
         if ready is None:

@@ -1,0 +1,81 @@
+"""The operator's plain parts, without a cluster: settings, replica discovery, claims, status conditions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import pytest
+
+from voice_operator.predictors import Replica, _pick_port, ready_replicas
+from voice_operator.settings import OperatorSettings
+from voice_operator.status import VoiceStatus
+from voice_operator.store import Owner, VoiceStore
+
+
+def test_settings_come_from_the_environment_and_bad_values_name_the_variable(tmp_path):
+    settings = OperatorSettings.from_env({"VOICE_OPERATOR_NAMESPACES": "a, b,,c",
+                                          "VOICE_OPERATOR_STANDALONE": "yes",
+                                          "VOICE_OPERATOR_VOICES_DIR": str(tmp_path)})
+    assert settings.namespaces == ("a", "b", "c") and settings.standalone and settings.voices_dir == tmp_path
+    assert OperatorSettings.from_env({}).namespaces == ()  # all namespaces
+    with pytest.raises(ValueError, match="VOICE_OPERATOR_VARIANT"):
+        OperatorSettings.from_env({"VOICE_OPERATOR_VARIANT": "klingon"})
+    with pytest.raises(ValueError, match="VOICE_OPERATOR_DRIFT_INTERVAL"):
+        OperatorSettings.from_env({"VOICE_OPERATOR_DRIFT_INTERVAL": "-1"})
+
+
+def test_the_api_key_is_read_from_its_file_at_each_use(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("first\n")
+    settings = OperatorSettings(api_key_file=key)
+    assert settings.api_key == "first"
+    key.write_text("rotated\n")
+    assert settings.api_key == "rotated"
+
+
+def test_the_predictor_port_is_the_named_one_the_only_one_or_http():
+    ports = [NS(name="metrics", port=9090), NS(name="http", port=8080)]
+    assert _pick_port(ports, "") == 8080
+    assert _pick_port(ports, "metrics") == 9090
+    assert _pick_port([NS(name=None, port=8080)], "") == 8080
+    assert _pick_port([NS(name="a", port=1), NS(name="b", port=2)], "") is None
+
+
+def test_only_ready_endpoints_that_are_not_terminating_are_replicas():
+    def endpoint(address, ready, terminating=None):
+        return NS(addresses=[address], conditions=NS(ready=ready, terminating=terminating),
+                  target_ref=NS(name=f"pod-{address}"))
+
+    endpoint_slice = NS(ports=[NS(name="http", port=8080)], endpoints=[
+        endpoint("10.0.0.1", True), endpoint("10.0.0.2", None), endpoint("10.0.0.3", False),
+        endpoint("10.0.0.4", True, terminating=True)])
+    api = NS(list_namespaced_endpoint_slice=lambda namespace, label_selector: NS(items=[endpoint_slice]))
+    assert ready_replicas(api, "ns", "svc", "") == [Replica("10.0.0.1", 8080, "pod-10.0.0.1"),
+                                                    Replica("10.0.0.2", 8080, "pod-10.0.0.2")]
+
+
+def test_a_voice_id_is_claimed_once_and_a_stale_claim_can_be_taken_over(tmp_path):
+    store = VoiceStore(tmp_path)
+    first, second = Owner("ns", "a", "uid-1"), Owner("ns", "b", "uid-2")
+    assert store.claim("alpha", first) == first
+    assert store.claim("alpha", second) == first  # taken
+    assert store.claim("alpha", second, replace_stale=first) == second
+    store.release("alpha", first)  # not the holder: nothing happens
+    assert store.owner("alpha") == second
+    store.release("alpha", second)
+    assert store.owner("alpha") is None
+    assert not list(tmp_path.glob("*.pth"))  # claims live apart from voice files
+
+
+def test_ready_summarises_synced_and_predictors_reloaded_and_keeps_transition_times():
+    status = VoiceStatus(api=None, body={"metadata": {"namespace": "n", "name": "v", "generation": 3}})
+    status.set_condition("Synced", False, "SourceUnavailable", "down")
+    ready = status.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SourceUnavailable")
+    since = ready["lastTransitionTime"]
+    status.set_condition("Synced", True, "Synced", "wrote it")
+    ready = status.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReloadPending")  # predictors not told yet
+    assert ready["lastTransitionTime"] == since
+    status.set_condition("PredictorsReloaded", True, "Reloaded", "2 replicas")
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Ready", 3)
