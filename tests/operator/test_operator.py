@@ -431,3 +431,20 @@ def test_a_second_replica_takes_over_and_the_first_stands_by_until_it_is_gone(
                     input=_voice(name, {"http": {"url": sources.add(voice_bytes)}}))
     _phase(cluster, namespace, name, "Ready")
     assert "Resuming" in operator.log()
+
+
+def test_a_5xx_source_is_retried_and_a_404_is_not(cluster, operator, sources, voice_bytes, voices_dir,
+                                                   namespace):
+    flaky, missing = unique_name("flaky"), unique_name("missing")
+    url = sources.add(voice_bytes)
+    sources.statuses[url.removeprefix(sources.url)] = 503
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(flaky, {"http": {"url": url}}))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input=_voice(missing, {"http": {"url": sources.url + "/nowhere.pth"}}))
+    body = _seen(cluster, namespace, flaky, "Pending")
+    assert "HTTP 503" in _condition(body, "Synced")["message"]
+    body = _phase(cluster, namespace, missing, "Failed")
+    assert _condition(body, "Synced")["reason"] == "SourceRefused"
+    del sources.statuses[url.removeprefix(sources.url)]
+    _phase(cluster, namespace, flaky, "Ready")
+    assert (voices_dir / f"{flaky}.pth").read_bytes() == voice_bytes
