@@ -11,6 +11,7 @@ Numbers on a shared CPU are noisy: compare the ratios within one run, not across
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -88,8 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=50, help="speech tokens per sentence (25 = 1 s)")
     parser.add_argument("--size", default="full", choices=("small", "full"))
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--flow-prompt-tokens", type=int, default=EngineConfig.flow_prompt_tokens,
-                        help="voice prompt S3Gen sees while streaming, 0 for all of it")
+    parser.add_argument("--flow-prompt-tokens", type=int, default=None,
+                        help="voice prompt S3Gen sees while streaming, 0 for all of it "
+                             "(default: the variant's stream plan)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "chatterbox-predictor")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
@@ -100,8 +102,11 @@ def main(argv=None) -> int:
         variant = get_variant(name)
         directory = random_checkpoint_dir(args.cache, variant, args.size)
         model = load_model(directory, variant, device="cpu")
-        config = EngineConfig(variant=name, voices_dir=directory,
-                              flow_prompt_tokens=args.flow_prompt_tokens or None)
+        plan = EngineConfig(variant=name).plan
+        if args.flow_prompt_tokens is not None:
+            window = args.flow_prompt_tokens or None
+            plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
+        config = EngineConfig(variant=name, voices_dir=directory, stream_plan=plan)
         engine = Engine(model, config, "cpu")
         # First calls allocate and pick kernels: not measured. Ours is the engine's load-time warm-up.
         run_library(model, "Warm up.", 5, 0)

@@ -40,6 +40,7 @@ from .speech import (
     SpeechStream,
     warm_vocoder,
 )
+from .stream_plan import STREAM_PLANS, StreamPlan
 from .t3_stream import ConditioningPrefix, SamplingParams, T3Stream, with_exaggeration
 from .variants import Variant, get_variant
 from .voices import VoiceCache, VoiceLibrary
@@ -62,25 +63,15 @@ class EngineConfig:
     max_text_chars: int = 5000
     token_cap: int = 1000
     """Upper bound of speech tokens per text piece (40 s); requests may ask for fewer."""
-    first_chunk_tokens: int = 10
-    """Tokens before the first chunk is decoded: small, for an early first audio."""
-    max_chunk_tokens: int = 100
-    """Chunks double in size up to this many tokens: fewer S3Gen calls for long pieces."""
-    flow_prompt_tokens: int | None = 75
-    """Voice prompt S3Gen sees while streaming (25 tokens = 1 s; None: all of it, as the library)."""
-    flow_context_tokens: int | None = 25
-    """Already-spoken tokens S3Gen re-reads before a chunk's new ones (None: all of them)."""
+    stream_plan: StreamPlan | None = None
+    """Chunk sizes and S3Gen windows while streaming (None: the variant's own, see stream_plan.py)."""
     prefix_cache_entries: int = 8
     """Voices (per exaggeration) whose T3 conditioning keys and values are kept (~40 MB each, Turbo)."""
     warmup: bool = True
 
-    def __post_init__(self):
-        # A chunk must settle more frames than the vocoder's overlap: 3 look-ahead tokens wait, 2 overlap.
-        if self.first_chunk_tokens < 6 or self.max_chunk_tokens < self.first_chunk_tokens:
-            raise ValueError("first_chunk_tokens must be >= 6 and max_chunk_tokens >= first_chunk_tokens")
-        if (self.flow_prompt_tokens is not None and self.flow_prompt_tokens < 1) or \
-                (self.flow_context_tokens is not None and self.flow_context_tokens < 0):
-            raise ValueError("flow_prompt_tokens must be >= 1 and flow_context_tokens >= 0 (or None)")
+    @property
+    def plan(self) -> StreamPlan:
+        return self.stream_plan if self.stream_plan is not None else STREAM_PLANS[self.variant]
 
 
 @dataclass(frozen=True)
@@ -116,15 +107,6 @@ class AudioChunk:
 
     def pcm16(self) -> bytes:
         return pcm16(self.audio)
-
-
-def chunk_bounds(first: int, largest: int) -> Iterator[int]:
-    """Token counts at which a piece is decoded: first, then chunks doubling up to `largest`."""
-    bound, size = first, first
-    while True:
-        yield bound
-        size = min(size * 2, largest)
-        bound += size
 
 
 class Engine:
@@ -185,7 +167,7 @@ class Engine:
     def largest_vocoder_input(self) -> int:
         """Mel frames of the longest vocoder call a streamed chunk makes: the largest chunk, the overlap it
         re-reads, then at the end of a piece the frames that were waiting and the three silence tokens."""
-        return FRAMES_PER_TOKEN * (self.config.max_chunk_tokens + 3) + 2 * LOOKAHEAD_FRAMES + OVERLAP_FRAMES
+        return FRAMES_PER_TOKEN * (self.config.plan.largest_chunk + 3) + 2 * LOOKAHEAD_FRAMES + OVERLAP_FRAMES
 
     @property
     def queue_depth(self) -> int:
@@ -261,6 +243,17 @@ class Engine:
             self._prefixes.popitem(last=False)
         return prefix
 
+    def _speech_stream(self, ref: dict, seed: int, stream: bool, first_piece: bool) -> SpeechStream:
+        """S3Gen state of one text piece; a piece decoded in one go sees the whole prompt, as in the
+        library. Only the request's first chunk, which sets the time to first audio, gets the plan's
+        shorter first prompt window: later pieces start while earlier audio is still playing."""
+        plan = self.config.plan
+        window = plan.prompt_tokens if stream else None
+        first = plan.first_prompt_tokens if stream and first_piece else window
+        return SpeechStream(self.model.s3gen, ref, meanflow=self.variant.name == "turbo", seed=seed,
+                            prompt_tokens=window, first_prompt_tokens=first,
+                            context_tokens=plan.context_tokens)
+
     def synthesize(self, request: SynthesisRequest, cancelled: threading.Event) -> Iterator[AudioChunk]:
         """Audio chunks for `request`, in order; stops early once `cancelled` is set."""
         started = time.monotonic()
@@ -277,15 +270,13 @@ class Engine:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
+        plan = cfg.plan
         index, position = 0, 0.0
         for piece_no, piece in enumerate(pieces):
             tokens_in = self._text_tokens(piece, request.language)
             t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator, prefix)
-            speech = SpeechStream(self.model.s3gen, conds.gen, meanflow=self.variant.name == "turbo",
-                                  seed=seed + 7919 * piece_no,
-                                  prompt_tokens=cfg.flow_prompt_tokens if request.stream else None,
-                                  context_tokens=cfg.flow_context_tokens)
-            bounds = chunk_bounds(cfg.first_chunk_tokens, cfg.max_chunk_tokens)
+            speech = self._speech_stream(conds.gen, seed + 7919 * piece_no, request.stream, piece_no == 0)
+            bounds = plan.bounds()
             next_bound = next(bounds) if request.stream else None
             tokens: list[int] = []
             reported = 0
@@ -296,9 +287,12 @@ class Engine:
                 final = token is None
                 if not final:
                     tokens.append(token)
-                    if next_bound is None or len(tokens) < next_bound:
+                    # At the cap no token can follow: decode the last chunk now, not one pass later.
+                    final = t3.done
+                    if not final and (next_bound is None or len(tokens) < next_bound):
                         continue
-                    next_bound = next(bounds)
+                    if not final:
+                        next_bound = next(bounds)
                 audio = speech.decode(tokens, final=final)
                 if len(audio):
                     samples = audio.numpy()

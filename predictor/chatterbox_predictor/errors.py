@@ -64,6 +64,12 @@ class EngineNotReady(EngineError):
     retry_after = 5.0
 
 
+class LanguageUnavailable(EngineError):
+    """A language this deployment cannot process (its text-processing data could not be loaded)."""
+
+    status = 501
+
+
 class GenerationFailed(EngineError):
     """The model failed on a valid request (a bug or a device error); the worker keeps serving."""
 

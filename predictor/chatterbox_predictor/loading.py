@@ -12,8 +12,9 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .chinese_text import deferred_chinese_converter
 from .random_checkpoint import read_marker, registered_backbone
-from .variants import Variant, get_variant
+from .variants import MULTILINGUAL, Variant, get_variant
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ def load_model(directory: Path | str, variant: str | Variant, device: str = "cpu
         raise CheckpointError(
             f"{directory} is not a Chatterbox {variant.name} checkpoint: missing {', '.join(missing)} "
             f"(the files of the Hugging Face repository {variant.repo_id})")
-    with registration:
+    # The multilingual tokenizer would build its Chinese segmenter (a download) even to speak French.
+    deferred = deferred_chinese_converter() if variant is MULTILINGUAL else contextlib.nullcontext()
+    with registration, deferred:
         return variant.model_class().from_local(directory, device)
 
 

@@ -9,8 +9,9 @@ Why a window: S3Gen's encoder and decoder attend over the whole sequence, so not
 can be reused, and the voice prompt (~400 frames for an 8 s reference) dwarfs a 10-token chunk. A flow
 pass costs about 0.13 s plus 2 ms per frame on the development CPU: with the whole prompt and history
 every pass costs as much as the library's one-shot decode (1.0-1.2 s for 10 to 50 tokens), with a
-2 s prompt tail and 1 s of context a 10-token pass costs ~0.35 s. `prompt_tokens=None` and
-`context_tokens=None` decode with everything, as the library does. What keeps the joins inaudible:
+2 s prompt tail and 1 s of context a 10-token pass costs ~0.35 s (Turbo; English's 10-step flow costs
+several times more, see `stream_plan`). `prompt_tokens=None` and `context_tokens=None` decode with
+everything, as the library does. What keeps the joins inaudible:
 
 - fixed noise per request, indexed by a frame's place in the speech (and, for the prompt, counted back
   from its end), so a frame's starting point never changes between decodes or window sizes (the
@@ -57,17 +58,18 @@ def vocoder_bucket(frames: int) -> int:
 class SpeechStream:
     def __init__(self, s3gen, ref_dict: dict, meanflow: bool, seed: int, overlap_frames: int = OVERLAP_FRAMES,
                  n_timesteps: int | None = None, prompt_tokens: int | None = None,
-                 context_tokens: int | None = None):
+                 context_tokens: int | None = None, first_prompt_tokens: int | None = None):
+        """`prompt_tokens`: the voice prompt's tail each pass reads (None: all of it);
+        `first_prompt_tokens`: the same for the first pass when it is not the final one (None: as
+        `prompt_tokens`); `context_tokens`: spoken tokens re-read before the new ones (None: all)."""
         self.s3gen = s3gen
         self.flow = s3gen.flow
         self.meanflow = meanflow
         self.n_timesteps = n_timesteps or (2 if meanflow else 10)  # the library's defaults
         self.device = s3gen.device
         self.ref = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in ref_dict.items()}
-        if prompt_tokens is not None and self.ref["prompt_token"].shape[1] > prompt_tokens:
-            self.ref["prompt_token"] = self.ref["prompt_token"][:, -prompt_tokens:]
-            self.ref["prompt_feat"] = self.ref["prompt_feat"][:, -FRAMES_PER_TOKEN * prompt_tokens:]
-        self.prompt_frames = self.ref["prompt_feat"].shape[1]
+        self.prompt_tokens = prompt_tokens
+        self.first_prompt_tokens = prompt_tokens if first_prompt_tokens is None else first_prompt_tokens
         self.context_tokens = context_tokens
         self.overlap = overlap_frames
         self.seed = seed
@@ -86,12 +88,17 @@ class SpeechStream:
 
     # -- flow --------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def mels(self, tokens: list[int], start: int = 0) -> torch.Tensor:
-        """Mel frames (1, 80, 2 * (len(tokens) - start)) of `tokens[start:]`, after the prompt and with
-        `tokens[:start]` left out, under this request's noise."""
+    def mels(self, tokens: list[int], start: int = 0, prompt_tokens: int | None = None) -> torch.Tensor:
+        """Mel frames (1, 80, 2 * (len(tokens) - start)) of `tokens[start:]`, after the last
+        `prompt_tokens` of the voice prompt (None: all of it) and with `tokens[:start]` left out, under
+        this request's noise."""
         flow, ref = self.flow, self.ref
         speech = torch.tensor([tokens[start:]], dtype=torch.long, device=self.device)
-        prompt = ref["prompt_token"].to(torch.long)
+        prompt, prompt_feat = ref["prompt_token"].to(torch.long), ref["prompt_feat"]
+        if prompt_tokens is not None and prompt.shape[1] > prompt_tokens:
+            prompt = prompt[:, -prompt_tokens:]
+            prompt_feat = prompt_feat[:, -FRAMES_PER_TOKEN * prompt_tokens:]
+        prompt_frames = prompt_feat.shape[1]
         all_tokens = torch.cat([prompt, speech], dim=1)
         n = all_tokens.shape[1]
         lengths = torch.tensor([n], device=self.device)
@@ -101,10 +108,10 @@ class SpeechStream:
         total = mu.shape[2]
         spks = flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(ref["embedding"]), dim=1))
         cond = torch.zeros(1, 80, total, device=self.device, dtype=mu.dtype)
-        cond[:, :, : self.prompt_frames] = ref["prompt_feat"].transpose(1, 2)
+        cond[:, :, :prompt_frames] = prompt_feat.transpose(1, 2)
         mask = torch.ones(1, 1, total, device=self.device, dtype=mu.dtype)
-        speech_frames = total - self.prompt_frames
-        z = torch.cat([self._prompt_noise.take(0, self.prompt_frames).flip(2),
+        speech_frames = total - prompt_frames
+        z = torch.cat([self._prompt_noise.take(0, prompt_frames).flip(2),
                        self._speech_noise.take(FRAMES_PER_TOKEN * start, speech_frames)], dim=2)
         z = z.to(device=self.device, dtype=mu.dtype)
         t_span = torch.linspace(0, 1, self.n_timesteps + 1, device=self.device, dtype=mu.dtype)
@@ -118,7 +125,7 @@ class SpeechStream:
             if decoder.t_scheduler == "cosine":
                 t_span = 1 - torch.cos(t_span * 0.5 * math.pi)
             feat = decoder.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond)
-        return feat[:, :, self.prompt_frames:].float()
+        return feat[:, :, prompt_frames:].float()
 
     # -- vocoder -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -153,7 +160,7 @@ class SpeechStream:
         if final or keep == 0:
             self._speech_tail = None
             return wav.float().cpu()
-        if frames <= self.overlap:  # EngineConfig's chunk sizes never get here
+        if frames <= self.overlap:  # StreamPlan's chunk sizes never get here
             raise ValueError(f"a chunk of {mels.shape[2]} frames cannot fill a {self.overlap}-frame overlap")
         self._mel_tail = feat[:, :, -self.overlap:]
         self._source_tail = source[:, :, -keep:]
@@ -174,7 +181,8 @@ class SpeechStream:
         start = 0  # first token of the window: some context before the first unsettled frame
         if self.context_tokens is not None:
             start = max(0, self.frames_done // FRAMES_PER_TOKEN - self.context_tokens)
-        mels = self.mels(tokens, start)
+        window = self.first_prompt_tokens if self.frames_done == 0 and not final else self.prompt_tokens
+        mels = self.mels(tokens, start, window)
         offset = FRAMES_PER_TOKEN * start
         new = mels[:, :, self.frames_done - offset:settled - offset]
         self.frames_done = settled
