@@ -448,3 +448,15 @@ def test_a_5xx_source_is_retried_and_a_404_is_not(cluster, operator, sources, vo
     del sources.statuses[url.removeprefix(sources.url)]
     _phase(cluster, namespace, flaky, "Ready")
     assert (voices_dir / f"{flaky}.pth").read_bytes() == voice_bytes
+
+
+def test_a_secret_source_syncs(cluster, operator, voice_bytes, voices_dir, namespace, tmp_path):
+    path = tmp_path / "voice.pth"
+    path.write_bytes(voice_bytes)
+    cluster.kubectl("create", "secret", "generic", "private-voice", "-n", namespace,
+                    f"--from-file=voice.pth={path}")
+    name = unique_name("private")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
+        name, {"secret": {"name": "private-voice", "key": "voice.pth"}}, sha256=_sha(voice_bytes)))
+    _phase(cluster, namespace, name, "Ready")
+    assert (voices_dir / f"{name}.pth").read_bytes() == voice_bytes
