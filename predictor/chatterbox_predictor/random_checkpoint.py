@@ -9,7 +9,8 @@ locally built tokenizer files and a built-in voice (`conds.pt`) made by the libr
 
 Two sizes:
 - `full`: the real shapes (proves the real weights' shapes load; a Turbo T3 step is ~0.1 s on a CPU).
-- `small`: the same modules with a shallow transformer backbone. The library builds T3 from the named
+- `small`: the same modules with a shallow transformer backbone (deep enough for the multilingual
+  alignment heads). The library builds T3 from the named
   entry of `LLAMA_CONFIGS`, so a small checkpoint is loaded while a reduced configuration is registered
   under that name (`registered_backbone`). The directory records its size in `random-weights.json`, and
   `loading.load_model` registers the reduced configuration itself when it finds that file.
@@ -38,6 +39,9 @@ MARKER_FILE = "random-weights.json"
 # while a step costs a fraction of the full 24 (GPT-2 medium) or 30 (Llama 520M) blocks. The width stays
 # 1024: chatterbox's Perceiver resampler has 1024 hard-coded.
 SMALL_LAYERS = 2
+# Multilingual sampling watches attention heads in layers 9, 12 and 13 (`alignment.ALIGNMENT_HEADS`), so
+# its small backbone keeps 14 blocks: the alignment control then runs, as with real weights.
+SMALL_MULTILINGUAL_LAYERS = 14
 SIZES = ("small", "full")
 REFERENCE_SECONDS = 8.0  # Turbo's prepare_conditionals refuses a reference of 5 s or less
 REFERENCE_SAMPLE_RATE = 24_000
@@ -52,7 +56,7 @@ def backbone_config(variant: Variant, size: str) -> dict:
     config = copy.deepcopy(LLAMA_CONFIGS[variant.backbone])
     if size == "small":
         key = "n_layer" if config.get("model_type") == "gpt2" else "num_hidden_layers"
-        config[key] = SMALL_LAYERS
+        config[key] = SMALL_MULTILINGUAL_LAYERS if variant is MULTILINGUAL else SMALL_LAYERS
     return config
 
 

@@ -11,6 +11,8 @@ head runs on the last position only. The sampling is the library's, step for ste
 - English / Multilingual (Llama): classifier-free guidance `cond + w * (cond - uncond)` over a batch of
   two (the second with its text embeddings zeroed), repetition penalty, temperature, min-p, top-p; the
   start-of-speech embedding follows the conditioning exactly as `T3.inference` feeds it.
+- Multilingual only: between guidance and the repetition penalty, the library's alignment control edits
+  the logits (`alignment.AlignmentGuard`); only that variant pays for the attention rows it watches.
 
 The KV cache grows in place (`GrowingCache`): transformers' `DynamicCache` concatenates every layer's
 keys and values into new tensors at every step, which on the development CPU took 44 of Turbo's
@@ -24,6 +26,7 @@ them once per voice and every request starts from them, which turns a ~0.7 s pre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +41,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from .alignment import AlignmentGuard, AttentionProbe
 from .errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ class T3Stream:
         self._pending = None  # the next logits, computed lazily
         self._past = None
         self._prefix = prefix
+        self._probe = self.alignment = None  # the alignment control: multilingual only
+        self._multilingual = variant == "multilingual"
         if self.turbo:
             self._prefill_turbo(t3_cond, text_tokens)
         else:
@@ -200,11 +208,22 @@ class T3Stream:
         self._rep = RepetitionPenaltyLogitsProcessor(penalty=float(p.repetition_penalty))
         start = self.t3.hp.start_speech_token
         self._ids = torch.tensor([[start]], dtype=torch.long, device=text_tokens.device)
-        embeds, _ = self.t3.prepare_input_embeds(
+        embeds, len_cond = self.t3.prepare_input_embeds(
             t3_cond=t3_cond, text_tokens=text_tokens,
             speech_tokens=start * torch.ones_like(text_tokens[:, :1]), cfg_weight=p.cfg_weight)
+        if self._multilingual:
+            self._watch_alignment(len_cond, text_tokens.size(-1))
         bos = self._speech_embed(self._ids, position=0)
         self._forward(self._after_prefix(torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1)))
+
+    def _watch_alignment(self, len_cond: int, text_length: int) -> None:
+        if not AttentionProbe.fits(self.t3.tfmr):  # only random shallow checkpoints lack those layers
+            log.warning("the backbone has %d layers, too few for the alignment heads: sampling without "
+                        "the multilingual alignment control", len(self.t3.tfmr.layers))
+            return
+        self._probe = AttentionProbe(self.t3.tfmr)
+        # The text follows the conditioning (`prepare_input_embeds`' order), prefix cached or not.
+        self.alignment = AlignmentGuard((len_cond, len_cond + text_length), self.stop_token)
 
     def _after_prefix(self, embeds: torch.Tensor) -> torch.Tensor:
         """Sets up the KV cache; returns the part of the prefill input the conditioning prefix does not
@@ -223,7 +242,13 @@ class T3Stream:
         return embed
 
     def _forward(self, embeds: torch.Tensor) -> None:
-        out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self._past, use_cache=True)
+        if self._probe is None:
+            out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self._past, use_cache=True)
+        else:
+            self._query_start = self._past.get_seq_length()  # absolute position of embeds[:, 0]
+            with self._probe:
+                out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self._past, use_cache=True)
+            self._attention = self._probe.weights()
         self._past = out.past_key_values
         self._pending = self.t3.speech_head(out.last_hidden_state[:, -1, :]).float()  # (B, V)
 
@@ -236,6 +261,9 @@ class T3Stream:
             if self._cfg:
                 cond, uncond = logits[0:1], logits[1:2]
                 logits = cond + self.params.cfg_weight * (cond - uncond)
+            if self.alignment is not None:
+                last = self.generated[-1] if self.generated else self.t3.hp.start_speech_token
+                logits = self.alignment.edit(self._attention, self._query_start, logits, last)
             logits = self._rep(self._ids, logits)
             if self.params.temperature != 1.0:
                 logits = logits / self.params.temperature

@@ -59,29 +59,68 @@ def _snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / np.sum((signal - reference) ** 2)))
 
 
-@pytest.mark.parametrize("prefix", [False, True], ids=["prefill", "cached-prefix"])
-@pytest.mark.parametrize("variant", ["turbo", "english"])
-def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_checkpoint, variant, prefix):
-    model = load_model(random_checkpoint(variant), variant, device="cpu")
-    text = "Hello there, this is a test."
-    cond = with_exaggeration(model.conds.t3, 0.5)
+def _library_text_tokens(model, variant: str, text: str) -> torch.Tensor:
+    """Text tokens as the library's generate() builds them for T3 (start and stop tokens around)."""
+    if variant == "turbo":
+        return model.tokenizer(text, return_tensors="pt").input_ids
+    hp = model.t3.hp
+    ids = model.tokenizer.text_to_tokens(text, **({"language_id": "fr"} if variant == "multilingual" else {}))
+    return F.pad(F.pad(ids, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
+
+
+def _library_tokens(model, variant: str, tokens: torch.Tensor, cap: int, **sampling) -> list[int]:
+    """The library's T3 tokens under seed 7, end-of-speech included when it stops before `cap`."""
     torch.manual_seed(7)
     if variant == "turbo":
-        tokens = model.tokenizer(text, return_tensors="pt").input_ids
-        library = model.t3.inference_turbo(model.conds.t3, tokens, max_gen_len=11)[0].tolist()
-    else:
-        hp = model.t3.hp
-        tokens = F.pad(F.pad(model.tokenizer.text_to_tokens(text), (1, 0), value=hp.start_text_token),
-                       (0, 1), value=hp.stop_text_token)
-        library = model.t3.inference(t3_cond=cond, text_tokens=torch.cat([tokens, tokens]), max_new_tokens=12,
-                                     cfg_weight=0.5, min_p=0.05, top_p=1.0, temperature=0.8,
-                                     repetition_penalty=1.2)[0].tolist()
+        return model.t3.inference_turbo(model.conds.t3, tokens, max_gen_len=cap - 1)[0].tolist()
+    settings = dict(cfg_weight=0.5, min_p=0.05, top_p=1.0, temperature=0.8, repetition_penalty=1.2) | sampling
     cond = with_exaggeration(model.conds.t3, 0.5)
-    stream = T3Stream(model.t3, variant, cond, tokens, SamplingParams().resolved(variant, 12),
-                      torch.Generator().manual_seed(7),
+    both = torch.cat([tokens, tokens])  # the library's batch of two for guidance
+    return model.t3.inference(t3_cond=cond, text_tokens=both, max_new_tokens=cap, **settings)[0].tolist()
+
+
+def _our_tokens(model, variant: str, tokens: torch.Tensor, params: SamplingParams, prefix: bool):
+    cond = with_exaggeration(model.conds.t3, 0.5)
+    stream = T3Stream(model.t3, variant, cond, tokens, params, torch.Generator().manual_seed(7),
                       ConditioningPrefix.compute(model.t3, cond) if prefix else None)
-    ours = list(iter(stream.next_token, None))
+    return list(iter(stream.next_token, None)), stream
+
+
+# French short enough that, within 12 tokens, the multilingual alignment estimate reaches the end of the
+# text (its end-of-speech suppression lifts and its after-the-end sums start).
+TEXTS = {"turbo": "Hello there, this is a test.", "english": "Hello there, this is a test.",
+         "multilingual": "Oui."}
+
+
+@pytest.mark.parametrize("prefix", [False, True], ids=["prefill", "cached-prefix"])
+@pytest.mark.parametrize("variant", ["turbo", "english", "multilingual"])
+def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_checkpoint, variant, prefix):
+    model = load_model(random_checkpoint(variant), variant, device="cpu")
+    tokens = _library_text_tokens(model, variant, TEXTS[variant])
+    # Ours first: the library's multilingual inference switches the whole backbone to eager attention
+    # for good, and ours must match it while still on SDPA, as in production.
+    ours, stream = _our_tokens(model, variant, tokens, SamplingParams().resolved(variant, 12), prefix)
+    library = _library_tokens(model, variant, tokens, 12)
     assert ours == library and len(ours) == 12
+    if variant == "multilingual":
+        analyzer = model.t3.patched_model.alignment_stream_analyzer
+        guard = stream.alignment
+        assert (guard.position, guard.complete) == (int(analyzer.text_position), bool(analyzer.complete))
+        assert guard.complete and not guard.forced
+
+
+@pytest.mark.parametrize("prefix", [False, True], ids=["prefill", "cached-prefix"])
+def test_multilingual_speech_ends_where_the_library_alignment_control_forces_it(random_checkpoint, prefix):
+    model = load_model(random_checkpoint("multilingual"), "multilingual", device="cpu")
+    tokens = _library_text_tokens(model, "multilingual", "Bonjour, ceci est un essai.")
+    # Near-greedy with no repetition penalty, random weights soon repeat a token, which the alignment
+    # control answers by forcing end of speech (random weights never choose it by themselves).
+    sampling = dict(temperature=0.05, repetition_penalty=1.0)
+    ours, stream = _our_tokens(model, "multilingual", tokens,
+                               SamplingParams(**sampling).resolved("multilingual", 12), prefix)
+    library = _library_tokens(model, "multilingual", tokens, 12, **sampling)
+    assert library[-1] == model.t3.hp.stop_speech_token and ours == library[:-1] and len(ours) < 12
+    assert stream.alignment.forced and stream.done
 
 
 def test_the_growing_cache_holds_what_concatenation_would_across_regrowth():
