@@ -18,7 +18,19 @@ from kubernetes.client.exceptions import ApiException
 from . import predictors, sources
 from .settings import OperatorSettings
 from .sources import PermanentFailure, SyncFailure, TemporaryFailure
-from .status import FAILED, PENDING, READY, RELOADED, SYNCED, SYNCING, VoiceStatus, now
+from .status import (
+    FAILED,
+    GROUP,
+    PENDING,
+    PLURAL,
+    READY,
+    RELOADED,
+    SYNCED,
+    SYNCING,
+    VERSION,
+    VoiceStatus,
+    now,
+)
 from .store import Owner, VoiceStore, sha256_of
 
 log = logging.getLogger(__name__)
@@ -62,8 +74,6 @@ def owner_of(body: dict) -> Owner:
 
 
 def _exists(ctx: Context, owner: Owner) -> bool:
-    from .status import GROUP, PLURAL, VERSION
-
     try:
         found = ctx.custom.get_namespaced_custom_object(GROUP, VERSION, owner.namespace, PLURAL, owner.name)
     except ApiException as exc:
