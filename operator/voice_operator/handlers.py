@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 DELETE_RETRIES = 3  # telling predictors about a deletion is a courtesy: their own scan notices it too
 
 
-def _ctx(memo) -> voices.Context:
-    return memo.ctx
-
-
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
@@ -60,12 +56,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.create(**resource, id="sync")
     @kopf.on.update(**resource, field="spec", id="sync")
     def sync(body, retry, memo, **_):
-        run(_ctx(memo), body, retry)
+        run(memo.ctx, body, retry)
 
     @kopf.on.resume(**resource, id="resume")
     def resume(body, meta, status, retry, memo, **_):
         """After a restart: a voice already synced for this generation is only checked, not fetched again."""
-        ctx = _ctx(memo)
+        ctx = memo.ctx
         if status.get("phase") == READY and status.get("observedGeneration") == meta.get("generation"):
             try:
                 if voices.drifted(ctx, body) is None:
@@ -76,7 +72,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.delete(**resource, id="delete")
     def delete(body, retry, memo, **_):
-        ctx = _ctx(memo)
+        ctx = memo.ctx
         try:
             voices.remove(ctx, body)
         except TemporaryFailure as exc:
@@ -92,7 +88,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         """Repairs a voice changed or removed on disk behind the operator's back; retries a taken id."""
         if meta.get("deletionTimestamp") or status.get("observedGeneration") != meta.get("generation"):
             return  # being deleted, or a spec change is being handled right now
-        ctx = _ctx(memo)
+        ctx = memo.ctx
         try:
             if status.get("phase") == READY:
                 why = voices.drifted(ctx, body)

@@ -91,8 +91,10 @@ class OperatorSettings:
 
     @property
     def api_key(self) -> str | None:
-        """Read at each use, so a rotated Secret needs no restart."""
+        """The file's first key, read at each use so that a rotated Secret needs no restart. The
+        predictors' key file format: one key a line, '#' comments and blank lines ignored."""
         if self.api_key_file is None:
             return None
-        key = self.api_key_file.read_text().strip().splitlines()
-        return key[0].strip() if key else None
+        keys = [line.strip() for line in self.api_key_file.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        return keys[0] if keys else None

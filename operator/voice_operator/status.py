@@ -29,7 +29,7 @@ class VoiceStatus:
         self.namespace = body["metadata"]["namespace"]
         self.name = body["metadata"]["name"]
         self.generation = body["metadata"].get("generation")
-        self.status = {k: v for k, v in (body.get("status") or {}).items()}
+        self.status = dict(body.get("status") or {})
         self.status["conditions"] = [dict(c) for c in self.status.get("conditions") or []]
 
     def condition(self, kind: str) -> dict | None:

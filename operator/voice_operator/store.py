@@ -59,7 +59,8 @@ class VoiceStore:
         return self.directory / voice_file_name(voice_id)
 
     def _claim_path(self, voice_id: str) -> Path:
-        return self.directory / CLAIMS / voice_file_name(voice_id).replace(".pth", ".json")
+        # The file name's stem: "a.pth.x" and "a.json.x" must not share a claim.
+        return self.directory / CLAIMS / (Path(voice_file_name(voice_id)).stem + ".json")
 
     # -- claims ------------------------------------------------------------------------------------
     def owner(self, voice_id: str) -> Owner | None:

@@ -9,7 +9,7 @@ Why a window: S3Gen's encoder and decoder attend over the whole sequence, so not
 can be reused, and the voice prompt (~400 frames for an 8 s reference) dwarfs a 10-token chunk. A flow
 pass costs about 0.13 s plus 2 ms per frame on the development CPU: with the whole prompt and history
 every pass costs as much as the library's one-shot decode (1.0-1.2 s for 10 to 50 tokens), with a
-2 s prompt tail and 1 s of context a 10-token pass costs ~0.35 s (Turbo; English's 10-step flow costs
+3 s prompt tail and 1 s of context a 10-token pass costs ~0.45 s (Turbo; English's 10-step flow costs
 several times more, see `stream_plan`). `prompt_tokens=None` and `context_tokens=None` decode with
 everything, as the library does. What keeps the joins inaudible:
 
@@ -196,7 +196,8 @@ def warm_vocoder(s3gen, max_frames: int) -> None:
     mel = torch.full((1, 80, largest), -5.0, device=s3gen.device)  # about a quiet frame's log-mel
     beyond = range(VOCODER_BUCKETS[-1] + 128, largest + 1, 128)
     for frames in [*(size for size in VOCODER_BUCKETS if size <= largest), *beyond]:
-        s3gen.mel2wav.inference(speech_feat=mel[:, :, :frames], cache_source=torch.zeros(1, 1, 0))
+        s3gen.mel2wav.inference(speech_feat=mel[:, :, :frames],
+                                cache_source=torch.zeros(1, 1, 0, device=s3gen.device))
 
 
 class _Noise:

@@ -37,21 +37,27 @@ def voice_file_name(voice_id: str) -> str:
         raise InvalidVoiceId(str(exc)) from exc
 
 
-def load_voice_bytes(raw: bytes, variant: Variant):
-    """Parses and validates a voice file's bytes; returns the library's `Conditionals` on the CPU.
-
-    Two readers, both weights-only: the shared torch-free one decides (the voice operator judges files
-    with the same code), then torch.load builds the tensors from a file already known to be plain.
-    """
-    from chatterbox.models.t3.modules.cond_enc import T3Cond
-    from chatterbox.tts import Conditionals
-
+def check_voice_bytes(raw: bytes, variant: Variant) -> None:
+    """Raises the engine's typed error when `raw` is not a voice `variant` can load (the shared check,
+    the one the voice operator runs too)."""
     try:
         voicefile.read_voice(raw, variant.name)
     except voicefile.VoiceFileTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from exc
     except voicefile.InvalidVoiceFile as exc:
         raise InvalidVoice(str(exc)) from exc
+
+
+def load_voice_bytes(raw: bytes, variant: Variant):
+    """Parses and validates a voice file's bytes; returns the library's `Conditionals` on the CPU.
+
+    Two readers, both weights-only: the shared torch-free one decides, then torch.load builds the
+    tensors from a file already known to be plain.
+    """
+    from chatterbox.models.t3.modules.cond_enc import T3Cond
+    from chatterbox.tts import Conditionals
+
+    check_voice_bytes(raw, variant)
     try:
         with warnings.catch_warnings():  # a foreign pickle protocol only warns; weights_only decides
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -215,7 +221,8 @@ class VoiceDirectory:
     def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
         """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
         name = voice_file_name(voice_id)
-        load_voice_bytes(raw, self.library.variant)  # refuses anything that is not a loadable voice
+        # Refuses anything that is not a loadable voice; the tensors are built when the voice is used.
+        check_voice_bytes(raw, self.library.variant)
         target = self.directory / name
         if target.exists() and not overwrite:
             raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.support.controlplane import REPO_ROOT, free_port, unique_name
+from tests.support.processes import terminate
 
 OPERATOR_NS, OPERATOR_SA = "chatterbox", "voice-operator"  # as in manifests/operator-rbac.yaml
 API_KEY = "operator-test-key"
@@ -195,13 +196,8 @@ class OperatorProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc)
 
     def log(self) -> str:
         """This start's whole log (error messages show its tail)."""

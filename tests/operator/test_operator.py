@@ -5,6 +5,7 @@ Every Voice here is applied with kubectl and read back with kubectl, as a user w
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -64,8 +65,6 @@ def _events(cluster, namespace: str, name: str) -> list[str]:
 
 
 def _sha(raw: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -265,9 +264,8 @@ def test_deleting_a_voice_removes_its_file_and_tells_the_replicas_even_when_the_
     cluster.kubectl("delete", "voice", names[0], "-n", namespace, "--timeout=60s")
     assert not (voices_dir / f"{names[0]}.pth").exists()
     assert replica.reloads > reloads
-    # Removed by hand first, and the drift timer must not put it back before the deletion.
-    cluster.kubectl("patch", "voice", names[1], "-n", namespace, "--type=merge", "-p",
-                    '{"metadata": {"annotations": {"note": "about to go"}}}')
+    # Removed by hand just before (the drift timer may or may not have put it back by then; the
+    # finalizer's missing-file path itself is pinned down in test_units.py).
     (voices_dir / f"{names[1]}.pth").unlink()
     cluster.kubectl("delete", "voice", names[1], "-n", namespace, "--timeout=60s")
     assert cluster.kubectl("get", "voice", names[1], "-n", namespace, check=False).returncode != 0
@@ -332,12 +330,6 @@ def test_fifty_voices_applied_at_once_all_become_ready(cluster, operator, source
         assert time.monotonic() < deadline, f"not all Ready: {sorted(map(str, phases))}"
         time.sleep(0.5)
     assert all((voices_dir / f"{n}.pth").read_bytes() == voice_bytes for n in names)
-
-
-def test_the_liveness_endpoint_answers(operator):
-    import httpx
-
-    assert httpx.get(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5).status_code == 200
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from types import SimpleNamespace as NS
 import pytest
 
 from voice_operator.predictors import Replica, _pick_port, ready_replicas
+from voice_operator.reconcile import Context, owner_of, remove
 from voice_operator.settings import OperatorSettings
 from voice_operator.status import VoiceStatus
 from voice_operator.store import Owner, VoiceStore
@@ -52,6 +53,33 @@ def test_only_ready_endpoints_that_are_not_terminating_are_replicas():
     api = NS(list_namespaced_endpoint_slice=lambda namespace, label_selector: NS(items=[endpoint_slice]))
     assert ready_replicas(api, "ns", "svc", "") == [Replica("10.0.0.1", 8080, "pod-10.0.0.1"),
                                                     Replica("10.0.0.2", 8080, "pod-10.0.0.2")]
+
+
+def test_the_api_key_file_may_hold_comments_as_the_predictors_does(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("# rotated on Monday\n\nsecret\nold-secret\n")
+    assert OperatorSettings(api_key_file=key).api_key == "secret"
+
+
+def test_voice_ids_that_differ_only_around_a_suffix_get_their_own_claims(tmp_path):
+    store = VoiceStore(tmp_path)
+    first, second = Owner("ns", "a", "uid-1"), Owner("ns", "b", "uid-2")
+    assert store.claim("a.pth.x", first) == first
+    assert store.claim("a.json.x", second) == second
+
+
+def test_deleting_a_voice_whose_file_is_already_gone_lets_go_and_releases_the_id(tmp_path):
+    store = VoiceStore(tmp_path)
+    body = {"metadata": {"namespace": "ns", "name": "v", "uid": "uid-1"}, "spec": {"source": {}}}
+    events = []
+    ctx = Context(OperatorSettings(voices_dir=tmp_path), store, api=None,
+                  events=lambda _body, kind, reason, message: events.append((kind, reason, message)))
+    store.claim("v", owner_of(body))
+    store.write("v", b"voice")
+    store.path("v").unlink()  # removed behind the operator's back
+    remove(ctx, body)  # no InferenceService: no API call, no predictor to tell
+    assert events == [("Normal", "Deleted", "v.pth was already gone")]
+    assert store.owner("v") is None
 
 
 def test_a_voice_id_is_claimed_once_and_a_stale_claim_can_be_taken_over(tmp_path):

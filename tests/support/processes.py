@@ -45,10 +45,15 @@ class ServerProcess:
         raise TimeoutError(f"{self.url}{path} not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL if the process has not exited within `timeout` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
