@@ -18,15 +18,17 @@ PYTEST_ARGS ?=
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed  ## Create .venv with both packages (editable) and the test tools.
+install: $(VENV)/.installed  ## Create .venv with our packages (editable) and the test tools.
 
 # Re-runs only when a dependency list changes. chatterbox-tts goes in with --no-deps: its metadata pins
 # gradio, whose starlette<1.0 conflicts with kserve (see requirements/constraints.txt).
-$(VENV)/.installed: predictor/pyproject.toml predictor/voicefile/pyproject.toml operator/pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: predictor/pyproject.toml predictor/common/pyproject.toml predictor/voicefile/pyproject.toml \
+		operator/pyproject.toml $(CONSTRAINTS)
 	@test -n "$(PYTHON)" || { echo "python3.11 (or python3 >= 3.10) is needed" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ./predictor/voicefile -e './predictor[test]' -e ./operator
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ./predictor/common -e ./predictor/voicefile -e './predictor[test]' \
+		-e ./operator
 	$(BIN)/pip install --quiet --no-deps -c $(CONSTRAINTS) chatterbox-tts
 	touch $@
 

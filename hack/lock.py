@@ -2,7 +2,8 @@
 
 Usage (after changing a dependency in a pyproject.toml):
     python3 -m venv /tmp/lockenv \
-        && /tmp/lockenv/bin/pip install -e ./predictor/voicefile -e ./predictor[test] -e ./operator \
+        && /tmp/lockenv/bin/pip install -e ./predictor/common -e ./predictor/voicefile \
+            -e ./predictor[test] -e ./operator \
         && /tmp/lockenv/bin/pip install --no-deps chatterbox-tts==0.1.7 \
         && /tmp/lockenv/bin/python hack/lock.py
 The comment lines written above a pin are carried over to the new file, so every reason for a

@@ -11,8 +11,8 @@ import logging
 import kopf
 
 from . import reconcile as voices
+from .failures import PermanentFailure, SyncFailure, TemporaryFailure
 from .settings import OperatorSettings
-from .sources import PermanentFailure, SyncFailure, TemporaryFailure
 from .status import FAILED, GROUP, PENDING, PLURAL, READY, SYNCED, VERSION
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatterbox_voicefile import InvalidVoiceFile, InvalidVoiceId, read_voice, voice_file_name
+from chatterbox_voicefile import InvalidVoiceFile, InvalidVoiceId, Owner, read_voice, voice_file_name
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import predictors, sources
+from .failures import PermanentFailure, ReloadPending, SyncFailure, TemporaryFailure
 from .settings import OperatorSettings
-from .sources import PermanentFailure, SyncFailure, TemporaryFailure
 from .status import (
     FAILED,
     GROUP,
@@ -31,16 +31,12 @@ from .status import (
     VoiceStatus,
     now,
 )
-from .store import Owner, VoiceStore, sha256_of
+from .store import VoiceStore, sha256_of
 
 log = logging.getLogger(__name__)
 
 # (body, type "Normal"|"Warning", reason, message): kopf.event in the operator, a list in unit tests.
 EventSink = Callable[[dict, str, str, str], None]
-
-
-class ReloadPending(TemporaryFailure):
-    """The file is in place, but a ready predictor replica did not confirm it: retried."""
 
 
 @dataclass

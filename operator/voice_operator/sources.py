@@ -1,8 +1,7 @@
 """Where a voice file comes from: an HTTP(S) URL, or a key of a ConfigMap or Secret in the Voice's namespace.
 
-Each failure is typed by what should happen next: `TemporaryFailure` (unreachable, 5xx, 429, a ConfigMap
-not created yet) is retried with backoff; `PermanentFailure` (404, a file over the size limit, a
-checksum mismatch, not a voice) stops until the Voice's spec changes, and says what to fix.
+Each failure is typed by what should happen next (failures.py): unreachable, 5xx, 429 or a ConfigMap not
+created yet is a `TemporaryFailure`; a 404 or a file over the size limit is a `PermanentFailure`.
 """
 
 from __future__ import annotations
@@ -14,22 +13,7 @@ import urllib.request
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-
-class SyncFailure(Exception):
-    """A sync that did not complete. `reason` is the CamelCase word for the condition and the event."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-class TemporaryFailure(SyncFailure):
-    pass
-
-
-class PermanentFailure(SyncFailure):
-    pass
-
+from .failures import PermanentFailure, TemporaryFailure
 
 # 408 (timeout), 425 (too early) and 429 (rate limited) say "later", like every 5xx.
 _RETRYABLE_HTTP = {408, 425, 429}

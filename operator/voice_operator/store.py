@@ -1,35 +1,23 @@
 """The voice directory as the operator sees it: voice files, and which Voice resource owns each id.
 
 Voice ids are file names, so two Voice resources naming one id would overwrite each other's file. The
-first to sync claims the id with a small file under `.claims/` (hidden: the predictors' scan skips dot
-names), created by an atomic hard link, so two operator workers racing for one id cannot both win, and
-the claim survives an operator restart. A claim names the owner's namespace, name and uid; a claim whose
-owner no longer exists is stale and may be taken over.
+first to sync claims the id with a claim file (its format is chatterbox_voicefile.claims, because the
+predictors read claims too), created by an atomic hard link, so two operator workers racing for one id
+cannot both win, and the claim survives an operator restart. A claim whose owner no longer exists is
+stale and may be taken over.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatterbox_voicefile import voice_file_name
+from chatterbox_voicefile.claims import Owner, claim_path, read_claim, remove_claim, write_claim
 from chatterbox_voicefile.files import fsync_dir, write_atomic
-
-CLAIMS = ".claims"
-
-
-@dataclass(frozen=True)
-class Owner:
-    namespace: str
-    name: str
-    uid: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -58,41 +46,32 @@ class VoiceStore:
     def path(self, voice_id: str) -> Path:
         return self.directory / voice_file_name(voice_id)
 
-    def _claim_path(self, voice_id: str) -> Path:
-        # The file name's stem: "a.pth.x" and "a.json.x" must not share a claim.
-        return self.directory / CLAIMS / (Path(voice_file_name(voice_id)).stem + ".json")
-
     # -- claims ------------------------------------------------------------------------------------
     def owner(self, voice_id: str) -> Owner | None:
-        try:
-            data = json.loads(self._claim_path(voice_id).read_text())
-            return Owner(data["namespace"], data["name"], data["uid"])
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError):
-            return None  # unreadable: no owner can be proven, so the claim is stale
+        """The claim's owner; None when unclaimed or unreadable (no owner can be proven: stale)."""
+        return read_claim(self.directory, voice_id)
 
     def claim(self, voice_id: str, owner: Owner, *, replace_stale: Owner | None = None) -> Owner:
         """Claims `voice_id` for `owner`; returns whoever holds it afterwards (owner when it won).
 
         `replace_stale` is the holder the caller found to no longer exist: its claim is overwritten.
         """
-        path = self._claim_path(voice_id)
-        raw = json.dumps(vars(owner)).encode()
         current = self.owner(voice_id)
         if current == owner:
             return owner
         if current is not None and current != replace_stale:
             return current
         try:
-            write_atomic(path, raw, overwrite=current is not None or path.exists())
+            # An unreadable claim (current None, file present) is stale too, so it is overwritten.
+            write_claim(self.directory, voice_id, owner,
+                        overwrite=current is not None or claim_path(self.directory, voice_id).exists())
         except FileExistsError:  # another worker claimed it between our read and our link
             return self.owner(voice_id) or owner
         return owner
 
     def release(self, voice_id: str, owner: Owner) -> None:
         if self.owner(voice_id) == owner:
-            self._claim_path(voice_id).unlink(missing_ok=True)
+            remove_claim(self.directory, voice_id)
 
     # -- files -------------------------------------------------------------------------------------
     def on_disk(self, voice_id: str) -> OnDisk | None:

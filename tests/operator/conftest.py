@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -50,14 +51,26 @@ def serve(handler_class, port: int = 0, host: str = "127.0.0.1") -> _Server:
     return server
 
 
+@dataclass
+class Stall:
+    """A download that sends its first `head` bytes, says so (`sent`), and sends the rest only once
+    `release` is set: a slow source, with the moment that the first bytes are out made observable."""
+
+    head: int
+    sent: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
 class Sources:
     """Voice files over real HTTP on loopback. `files[path]` is served; `statuses[path]` answers an
-    error instead; `stall[path]` sends half the body and waits until the event is set."""
+    error instead; `failures_left[path]` answers 503 that many times first; `stalls[path]` sends the
+    body as its Stall says. `requests` lists every path asked for, in order."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.statuses: dict[str, int] = {}
-        self.stall: dict[str, threading.Event] = {}
+        self.failures_left: dict[str, int] = {}
+        self.stalls: dict[str, Stall] = {}
         self.requests: list[str] = []
         sources = self
 
@@ -67,6 +80,10 @@ class Sources:
                 if self.path in sources.statuses:
                     self.send_error(sources.statuses[self.path])
                     return
+                if sources.failures_left.get(self.path, 0) > 0:
+                    sources.failures_left[self.path] -= 1
+                    self.send_error(503)
+                    return
                 body = sources.files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -74,11 +91,17 @@ class Sources:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if self.path in sources.stall:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    sources.stall[self.path].wait(120)
-                self.wfile.write(body[len(body) // 2:] if self.path in sources.stall else body)
+                stall = sources.stalls.get(self.path)
+                try:
+                    if stall is not None:
+                        self.wfile.write(body[:stall.head])
+                        self.wfile.flush()
+                        stall.sent.set()
+                        stall.release.wait(120)
+                        body = body[stall.head:]
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the reader went away mid-body (a killed operator): what a real server sees too
 
             def log_message(self, *args):
                 pass
@@ -90,6 +113,19 @@ class Sources:
         path = f"/{name or unique_name('voice')}.pth"
         self.files[path] = raw
         return self.url + path
+
+    def add_stalled(self, raw: bytes, tail: int = 1024) -> tuple[str, Stall]:
+        """A URL whose body stalls before its last `tail` bytes, and the Stall that says when and
+        releases it. All but a tail: a reader takes the body in blocks (the operator's are 64 KiB) and
+        sees none of a block until it is whole, so a short head would reach only its socket buffer."""
+        assert len(raw) > 2 * tail
+        url = self.add(raw)
+        stall = self.stalls[url.removeprefix(self.url)] = Stall(head=len(raw) - tail)
+        return url, stall
+
+    def count(self, url: str) -> int:
+        """How many times `url` was asked for."""
+        return self.requests.count(url.removeprefix(self.url))
 
 
 class FakeReplica:
@@ -233,8 +269,8 @@ def operator(cluster, voices_dir, tmp_path_factory):
 def sources():
     s = Sources()
     yield s
-    for event in s.stall.values():
-        event.set()
+    for stall in s.stalls.values():
+        stall.release.set()
     close(s.server)
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,10 +131,19 @@ def test_a_checksum_mismatch_fails_for_good_and_writes_nothing(cluster, operator
     assert synced["reason"] == "ChecksumMismatch" and _sha(voice_bytes) in synced["message"]
     assert _condition(body, "Ready")["status"] == "False"
     assert not (voices_dir / f"{name}.pth").exists()
-    fetched = sources.requests.count(url.removeprefix(sources.url))
-    time.sleep(3)  # longer than the retry backoff: a permanent failure is not retried
-    assert sources.requests.count(url.removeprefix(sources.url)) == fetched
     assert "ChecksumMismatch" in _events(cluster, namespace, name)
+    fetched = sources.count(url)
+    # The operator looks again, for a later Voice: its source answers 503 twice, so it becomes Ready
+    # only after two retry rounds (1 s, then 2 s, the longest backoff here). A retry of the first
+    # Voice would have been due within the first of those rounds; its source was not asked again.
+    later = unique_name("later")
+    later_url = sources.add(voice_bytes)
+    sources.failures_left[later_url.removeprefix(sources.url)] = 2
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(later, {"http": {"url": later_url}}))
+    _phase(cluster, namespace, later, "Ready")
+    assert sources.count(later_url) >= 3
+    assert sources.count(url) == fetched
+    assert _phase(cluster, namespace, name, "Failed")["status"] == body["status"]
 
 
 def test_a_pickle_with_a_payload_is_not_a_voice_and_never_runs(cluster, operator, sources, voices_dir,
@@ -291,26 +301,35 @@ def test_the_crd_refuses_zero_or_two_sources_and_a_clone_source_fails_clearly(cl
     assert result.returncode != 0 and "immutable" in result.stderr
 
 
-def test_an_operator_killed_mid_sync_leaves_no_partial_file_and_loses_no_voice(
-        cluster, operator, sources, voice_bytes, other_voice_bytes, voices_dir, namespace):
-    import threading
+def _temporary_files(directory: Path) -> list[str]:
+    """Hidden or .tmp files anywhere under `directory`, claims included: a write in progress
+    (write_atomic's temporaries are `.<name>.<random>.tmp`) or one that a crash left behind."""
+    return [os.path.join(root, f) for root, _, files in os.walk(directory) for f in files
+            if f.startswith(".") or f.endswith(".tmp")]
 
+
+def test_an_operator_killed_mid_download_leaves_no_partial_file_and_loses_no_voice(
+        cluster, operator, sources, voice_bytes, other_voice_bytes, voices_dir, namespace):
     kept = unique_name("kept")
     cluster.kubectl("apply", "-n", namespace, "-f", "-",
                     input=_voice(kept, {"http": {"url": sources.add(voice_bytes)}}))
     _phase(cluster, namespace, kept, "Ready")
     name = unique_name("slow")
-    url = sources.add(other_voice_bytes)
-    sources.stall[url.removeprefix(sources.url)] = release = threading.Event()
+    url, stall = sources.add_stalled(other_voice_bytes)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(name, {"http": {"url": url}}))
-    _seen(cluster, namespace, name, "Syncing")
-    operator.kill()
+    assert stall.sent.wait(TIMEOUT), "the operator never started the download"
+    assert _get(cluster, namespace, name)["status"]["phase"] == "Syncing"
+    operator.kill()  # SIGKILL with the first bytes sent and the rest still owed
+
     assert not (voices_dir / f"{name}.pth").exists()
-    assert not [p for p in os.listdir(voices_dir) if p.endswith(".tmp")]
-    release.set()
+    assert _temporary_files(voices_dir) == []
     operator.start()
-    _phase(cluster, namespace, name, "Ready")
-    assert (voices_dir / f"{name}.pth").read_bytes() == other_voice_bytes
+    stall.release.set()
+    body = _phase(cluster, namespace, name, "Ready")
+    assert body["status"]["sha256"] == _sha(other_voice_bytes)
+    assert _sha((voices_dir / f"{name}.pth").read_bytes()) == _sha(other_voice_bytes)
+    assert sources.count(url) >= 2  # fetched again from the start, not resumed from a partial file
+    assert _temporary_files(voices_dir) == []
     assert (voices_dir / f"{kept}.pth").read_bytes() == voice_bytes
     assert _get(cluster, namespace, kept)["status"]["phase"] == "Ready"
 
@@ -385,13 +404,18 @@ def test_an_operator_scoped_to_one_namespace_leaves_the_others_alone(
     scoped.start()
     try:
         url = sources.add(voice_bytes)
+        untouched = cluster.kubectl(  # the version as created: any write by an operator changes it
+            "apply", "-n", other, "-f", "-", "-o", "jsonpath={.metadata.resourceVersion}",
+            input=_voice("theirs", {"http": {"url": url}}, voiceId=unique_name("theirs"))).stdout
         cluster.kubectl("apply", "-n", served, "-f", "-", input=_voice("mine", {"http": {"url": url}},
                                                                      voiceId=unique_name("mine")))
-        cluster.kubectl("apply", "-n", other, "-f", "-", input=_voice("theirs", {"http": {"url": url}},
-                                                                    voiceId=unique_name("theirs")))
+        # "mine" was created after "theirs", so an operator watching both namespaces would see
+        # "theirs" first, and would have written to it (its finalizer first of all) by the time it
+        # has taken "mine" all the way to Ready.
         _phase(cluster, served, "mine", "Ready")
-        time.sleep(2)
-        assert "status" not in _get(cluster, other, "theirs")
+        theirs = _get(cluster, other, "theirs")
+        assert "status" not in theirs and not theirs["metadata"].get("finalizers")
+        assert theirs["metadata"]["resourceVersion"] == untouched
         # Its peering object lives in the namespace it serves.
         cluster.kubectl("get", "kopfpeering", "chatterbox-voice-operator", "-n", served)
     finally:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace as NS
 
 import pytest
+from chatterbox_voicefile import Owner
 
 from voice_operator.predictors import Replica, _pick_port, ready_replicas
 from voice_operator.reconcile import Context, owner_of, remove
 from voice_operator.settings import OperatorSettings
 from voice_operator.status import VoiceStatus
-from voice_operator.store import Owner, VoiceStore
+from voice_operator.store import VoiceStore
 
 
 def test_settings_come_from_the_environment_and_bad_values_name_the_variable(tmp_path):
@@ -19,10 +20,13 @@ def test_settings_come_from_the_environment_and_bad_values_name_the_variable(tmp
                                           "VOICE_OPERATOR_VOICES_DIR": str(tmp_path)})
     assert settings.namespaces == ("a", "b", "c") and settings.standalone and settings.voices_dir == tmp_path
     assert OperatorSettings.from_env({}).namespaces == ()  # all namespaces
-    with pytest.raises(ValueError, match="VOICE_OPERATOR_VARIANT"):
+    with pytest.raises(ValueError, match="VOICE_OPERATOR_VARIANT: Input should be 'turbo'"):
         OperatorSettings.from_env({"VOICE_OPERATOR_VARIANT": "klingon"})
-    with pytest.raises(ValueError, match="VOICE_OPERATOR_DRIFT_INTERVAL"):
+    with pytest.raises(ValueError, match="VOICE_OPERATOR_DRIFT_INTERVAL: Input should be greater than 0"):
         OperatorSettings.from_env({"VOICE_OPERATOR_DRIFT_INTERVAL": "-1"})
+    with pytest.raises(ValueError, match="VOICE_OPERATOR_STANDALONE: 'sometimes' is not a boolean"):
+        OperatorSettings.from_env({"VOICE_OPERATOR_STANDALONE": "sometimes"})
+    assert OperatorSettings.from_env({"VOICE_OPERATOR_API_KEY_FILE": ""}).api_key_file is None
 
 
 def test_the_api_key_is_read_from_its_file_at_each_use(tmp_path):

@@ -1,4 +1,8 @@
-"""PredictorSettings: flags, then CHATTERBOX_* environment variables, then defaults."""
+"""PredictorSettings: flags, then CHATTERBOX_* environment variables, then defaults.
+
+The mechanism itself (chatterbox_common.settings) is tested in tests/shared; these pin down the
+predictor's own declarations.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ def test_an_empty_checkpoint_dir_variable_means_none():
 
 
 def test_an_environment_value_outside_the_choices_is_refused_by_name():
-    with pytest.raises(ValueError, match="CHATTERBOX_DEVICE='tpu'"):
+    with pytest.raises(ValueError, match="^CHATTERBOX_DEVICE: Input should be 'auto', 'cuda' or 'cpu', "
+                                         "got 'tpu'$"):
         PredictorSettings.load(_parse(), environ={"CHATTERBOX_DEVICE": "tpu"})
 
 
@@ -43,8 +48,9 @@ def test_every_setting_has_a_flag_with_help_naming_its_variable():
     parser = argparse.ArgumentParser()
     PredictorSettings.add_arguments(parser)
     helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
-    for name in PredictorSettings.__dataclass_fields__:
-        assert f"CHATTERBOX_{name.upper()}" in helps[name]
+    assert set(helps) == set(PredictorSettings.model_fields)
+    for name in PredictorSettings.model_fields:
+        assert helps[name].endswith(f" Environment: CHATTERBOX_{name.upper()}.")
 
 
 def test_typed_settings_parse_their_values_and_name_the_variable_when_they_cannot():
@@ -57,3 +63,31 @@ def test_typed_settings_parse_their_values_and_name_the_variable_when_they_canno
         PredictorSettings.load(_parse("--queue_size", "0"), environ={})
     with pytest.raises(ValueError, match="CHATTERBOX_WATERMARK"):
         PredictorSettings.load(_parse(), environ={"CHATTERBOX_WATERMARK": "maybe"})
+
+
+def test_open_metrics_is_off_unless_a_flag_or_a_variable_turns_it_on():
+    assert PredictorSettings.load(_parse(), environ={}).open_metrics is False
+    assert PredictorSettings.load(_parse("--open_metrics", "true"), environ={}).open_metrics is True
+    assert PredictorSettings.load(_parse(), environ={"CHATTERBOX_OPEN_METRICS": "yes"}).open_metrics is True
+
+
+def test_the_choices_come_from_the_variant_and_size_registries():
+    parser = argparse.ArgumentParser()
+    PredictorSettings.add_arguments(parser)
+    choices = {a.dest: a.choices for a in parser._actions}
+    assert choices["variant"] == ("turbo", "english", "multilingual")
+    assert choices["random_weights"] == ("", "small", "full")
+    with pytest.raises(ValueError, match="CHATTERBOX_RANDOM_WEIGHTS"):
+        PredictorSettings.load(_parse(), environ={"CHATTERBOX_RANDOM_WEIGHTS": "huge"})
+
+
+def test_settings_are_frozen_and_the_module_imports_neither_torch_nor_kserve():
+    import subprocess
+    import sys
+
+    settings = PredictorSettings.load(_parse(), environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.queue_size = 1
+    code = ("import sys, chatterbox_predictor.settings; "
+            "heavy = {'torch', 'kserve'} & set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
