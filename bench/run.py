@@ -25,9 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.support (the library's token cap)
 
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest  # noqa: E402
-from chatterbox_predictor.loading import load_model, random_checkpoint_dir  # noqa: E402
-from chatterbox_predictor.t3_stream import SamplingParams  # noqa: E402
+from chatterbox_predictor.loading import load_model  # noqa: E402
+from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
+from chatterbox_predictor.sampling import SamplingParams  # noqa: E402
 from chatterbox_predictor.variants import get_variant  # noqa: E402
+from chatterbox_predictor.voices import VoiceCache, VoiceLibrary  # noqa: E402
 from tests.support.chatterbox import capped_speech_tokens  # noqa: E402
 
 CASES = {
@@ -102,12 +104,12 @@ def main(argv=None) -> int:
         variant = get_variant(name)
         directory = random_checkpoint_dir(args.cache, variant, args.size)
         model = load_model(directory, variant, device="cpu")
-        plan = EngineConfig(variant=name).plan
+        plan = variant.stream_plan
         if args.flow_prompt_tokens is not None:
             window = args.flow_prompt_tokens or None
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
-        config = EngineConfig(variant=name, voices_dir=directory, stream_plan=plan)
-        engine = Engine(model, config, "cpu")
+        config = EngineConfig.from_settings(variant=variant, stream_plan=plan)
+        engine = Engine(model, config, "cpu", VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28)))
         # First calls allocate and pick kernels: not measured. Ours is the engine's load-time warm-up.
         run_library(model, "Warm up.", 5, 0)
         engine.warm_up()

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import text as text_prep
 from .audio import pcm16
-from .errors import EngineError, EngineNotReady, GenerationFailed, InvalidInput, QueueFull
+from .errors import EngineError, EngineNotReady, GenerationFailed, InvalidInput, QueueFull, VoiceNotFound
+from .sampling import SamplingParams
 from .speech import (
     FRAMES_PER_TOKEN,
     LOOKAHEAD_FRAMES,
@@ -40,10 +40,10 @@ from .speech import (
     SpeechStream,
     warm_vocoder,
 )
-from .stream_plan import STREAM_PLANS, StreamPlan
-from .t3_stream import ConditioningPrefix, SamplingParams, T3Stream, with_exaggeration
+from .stream_plan import StreamPlan
+from .t3_stream import ConditioningPrefix, T3Stream, with_exaggeration
 from .variants import Variant, get_variant
-from .voices import VoiceCache, VoiceLibrary
+from .voices import VoiceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,41 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True)
 class EngineConfig:
-    variant: str = "turbo"
-    voices_dir: Path = Path("/voices")
-    dtype: str = "float32"
+    """What the engine needs to know. The serving knobs have no defaults here: they come from the
+    predictor's settings (`from_settings`), the one place their defaults and help texts are written."""
+
+    variant: Variant
+    dtype: str
     """Dtype of the T3 transformer on CUDA (S3Gen stays float32); the CPU always uses float32."""
-    watermark: bool = True
+    watermark: bool
     """Perth watermark on every chunk (Resemble AI's responsible-AI default)."""
-    queue_size: int = 16
-    voice_cache_bytes: int = 256 * 1024 * 1024
-    max_text_chars: int = 5000
-    token_cap: int = 1000
-    """Upper bound of speech tokens per text piece (40 s); requests may ask for fewer."""
+    queue_size: int
+    max_text_chars: int
+    token_cap: int
+    """Upper bound of speech tokens per text piece; requests may ask for fewer."""
     stream_plan: StreamPlan | None = None
     """Chunk sizes and S3Gen windows while streaming (None: the variant's own, see stream_plan.py)."""
     prefix_cache_entries: int = 8
     """Voices (per exaggeration) whose T3 conditioning keys and values are kept (~40 MB each, Turbo)."""
     warmup: bool = True
 
+    @classmethod
+    def from_settings(cls, settings=None, **overrides) -> EngineConfig:
+        """The engine's part of `settings` (a PredictorSettings; None: its defaults), then `overrides`."""
+        from .settings import PredictorSettings
+
+        settings = PredictorSettings() if settings is None else settings
+        values = dict(variant=get_variant(settings.variant), dtype=settings.dtype,
+                      watermark=settings.watermark, queue_size=settings.queue_size,
+                      max_text_chars=settings.max_text_chars, token_cap=settings.token_cap)
+        values.update(overrides)
+        if isinstance(values["variant"], str):
+            values["variant"] = get_variant(values["variant"])
+        return cls(**values)
+
     @property
     def plan(self) -> StreamPlan:
-        return self.stream_plan if self.stream_plan is not None else STREAM_PLANS[self.variant]
+        return self.stream_plan if self.stream_plan is not None else self.variant.stream_plan
 
 
 @dataclass(frozen=True)
@@ -112,13 +127,13 @@ class AudioChunk:
 class Engine:
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model, config: EngineConfig, device: str):
+    def __init__(self, model, config: EngineConfig, device: str, voices: VoiceLibrary):
+        """`voices` is the library the API shares (built once, by whoever owns the engine)."""
         self.model = model
         self.config = config
-        self.variant: Variant = get_variant(config.variant)
+        self.variant: Variant = config.variant
         self.device = device
-        self.voices = VoiceLibrary(config.voices_dir, self.variant, device,
-                                   VoiceCache(config.voice_cache_bytes), builtin=model.conds)
+        self.voices = voices
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._thread: threading.Thread | None = None
         self._prefixes: OrderedDict[tuple, tuple[weakref.ref, ConditioningPrefix]] = OrderedDict()
@@ -127,13 +142,13 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, checkpoint_dir: Path, config: EngineConfig, device: str) -> Engine:
+    def load(cls, checkpoint_dir: Path, config: EngineConfig, device: str, voices: VoiceLibrary) -> Engine:
         from .loading import load_model
 
         model = load_model(checkpoint_dir, config.variant, device=device)
         if device.startswith("cuda") and config.dtype != "float32":
             model.t3.to(dtype=DTYPES[config.dtype])
-        engine = cls(model, config, device)
+        engine = cls(model, config, device, voices)
         if config.warmup:
             engine.warm_up()
         return engine
@@ -157,11 +172,20 @@ class Engine:
         self.ready = True
 
     def stop(self) -> None:
+        """Stops taking requests; the worker finishes the one it runs and exits (waiting ones are failed)."""
         self.ready = False
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=60)
-            self._thread = None
+        if self._thread is None:
+            return
+        while True:  # fail the waiting requests now rather than leave their clients hanging
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.deliver(EngineNotReady("the server is shutting down"))
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        self._thread = None
 
     @property
     def largest_vocoder_input(self) -> int:
@@ -216,17 +240,13 @@ class Engine:
             job.cancelled.set()
 
     # -- synthesis (runs on the worker) -----------------------------------------------------------
-    def _text_tokens(self, piece: str, language: str | None) -> torch.Tensor:
-        tok = self.model.tokenizer
-        if self.variant.name == "turbo":
-            return tok(piece, return_tensors="pt").input_ids.to(self.device)
-        if self.variant.name == "multilingual":
-            ids = tok.text_to_tokens(piece, language_id=language.lower())
-        else:
-            ids = tok.text_to_tokens(piece)
-        hp = self.model.t3.hp
-        ids = F.pad(F.pad(ids, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
-        return ids.to(self.device)
+    def voice(self, voice_id: str | None):
+        """The voice's Conditionals on the device; None or "" is the checkpoint's built-in voice."""
+        if voice_id:
+            return self.voices.get(voice_id)
+        if self.model.conds is None:
+            raise VoiceNotFound("this checkpoint has no built-in voice: name a voice_id")
+        return self.model.conds
 
     def _prefix(self, voice_t3, t3_cond, exaggeration: float, dtype: torch.dtype) -> ConditioningPrefix:
         """The voice's T3 conditioning prefix, from a small LRU (worker thread only). Keyed by the voice
@@ -250,7 +270,7 @@ class Engine:
         plan = self.config.plan
         window = plan.prompt_tokens if stream else None
         first = plan.first_prompt_tokens if stream and first_piece else window
-        return SpeechStream(self.model.s3gen, ref, meanflow=self.variant.name == "turbo", seed=seed,
+        return SpeechStream(self.model.s3gen, ref, meanflow=self.variant.meanflow, seed=seed,
                             prompt_tokens=window, first_prompt_tokens=first,
                             context_tokens=plan.context_tokens)
 
@@ -258,11 +278,11 @@ class Engine:
         """Audio chunks for `request`, in order; stops early once `cancelled` is set."""
         started = time.monotonic()
         cfg = self.config
-        if self.variant.name == "multilingual" and not request.language:
-            raise InvalidInput("the multilingual model needs a language id")
-        pieces = text_prep.prepare(request.text, self.variant.name, cfg.max_text_chars)
-        params = request.params.resolved(self.variant.name, cfg.token_cap)
-        conds = self.voices.get(request.voice_id)
+        if self.variant.needs_language and not request.language:
+            raise InvalidInput(f"the {self.variant.name} model needs a language id")
+        pieces = text_prep.prepare(request.text, self.variant, cfg.max_text_chars)
+        params = request.params.resolved(self.variant.sampling_defaults, cfg.token_cap)
+        conds = self.voice(request.voice_id)
         t3_dtype = next(self.model.t3.parameters()).dtype
         t3_cond = with_exaggeration(conds.t3, params.exaggeration).to(dtype=t3_dtype)
         prefix = self._prefix(conds.t3, t3_cond, params.exaggeration, t3_dtype) \
@@ -273,8 +293,8 @@ class Engine:
         plan = cfg.plan
         index, position = 0, 0.0
         for piece_no, piece in enumerate(pieces):
-            tokens_in = self._text_tokens(piece, request.language)
-            t3 = T3Stream(self.model.t3, self.variant.name, t3_cond, tokens_in, params, generator, prefix)
+            tokens_in = self.variant.text_tokens(self.model, piece, request.language)
+            t3 = T3Stream(self.model.t3, self.variant, t3_cond, tokens_in, params, generator, prefix)
             speech = self._speech_stream(conds.gen, seed + 7919 * piece_no, request.stream, piece_no == 0)
             bounds = plan.bounds()
             next_bound = next(bounds) if request.stream else None

@@ -23,6 +23,12 @@ class VoiceNotFound(EngineError):
     status = 404
 
 
+class Unauthorized(EngineError):
+    """No API key, or one that is not configured."""
+
+    status = 401
+
+
 class InvalidVoice(InvalidInput):
     """A voice file that is not a loadable voice for this model (never unpickled beyond weights)."""
 
@@ -37,6 +43,12 @@ class InvalidVoiceId(InvalidVoice):
 
 class VoiceExists(EngineError):
     """An upload under a voice id that is taken, without the explicit overwrite flag."""
+
+    status = 409
+
+
+class VoiceManaged(EngineError):
+    """A REST write to a voice id that a `Voice` resource manages (the operator owns its file)."""
 
     status = 409
 

@@ -13,76 +13,29 @@ Two sizes:
   alignment heads). The library builds T3 from the named
   entry of `LLAMA_CONFIGS`, so a small checkpoint is loaded while a reduced configuration is registered
   under that name (`registered_backbone`). The directory records its size in `random-weights.json`, and
-  `loading.load_model` registers the reduced configuration itself when it finds that file.
+  `loading.load_model` registers the reduced configuration itself when it finds that file (the
+  configurations and the marker live in `backbones`).
 
 Random weights never emit end-of-speech: whoever generates from such a checkpoint caps the speech tokens.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import logging
 import math
-from collections.abc import Iterator
+import shutil
+import tempfile
 from pathlib import Path
 
+from .backbones import MARKER_FILE, SIZES, registered_backbone
+from .loading import load_model
 from .variants import ENGLISH, MULTILINGUAL, TURBO, Variant, get_variant
 
 log = logging.getLogger(__name__)
 
-MARKER_FILE = "random-weights.json"
-"""Present only in generated checkpoints; says which variant and size they are."""
-
-# Backbone depth of the small size: two blocks keep every code path (attention, KV cache, layer norms)
-# while a step costs a fraction of the full 24 (GPT-2 medium) or 30 (Llama 520M) blocks. The width stays
-# 1024: chatterbox's Perceiver resampler has 1024 hard-coded.
-SMALL_LAYERS = 2
-# Multilingual sampling watches attention heads in layers 9, 12 and 13 (`alignment.ALIGNMENT_HEADS`), so
-# its small backbone keeps 14 blocks: the alignment control then runs, as with real weights.
-SMALL_MULTILINGUAL_LAYERS = 14
-SIZES = ("small", "full")
 REFERENCE_SECONDS = 8.0  # Turbo's prepare_conditionals refuses a reference of 5 s or less
 REFERENCE_SAMPLE_RATE = 24_000
-
-
-def backbone_config(variant: Variant, size: str) -> dict:
-    """The transformer configuration of `variant`'s T3 at `size` (a copy, safe to modify)."""
-    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
-
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
-    config = copy.deepcopy(LLAMA_CONFIGS[variant.backbone])
-    if size == "small":
-        key = "n_layer" if config.get("model_type") == "gpt2" else "num_hidden_layers"
-        config[key] = SMALL_MULTILINGUAL_LAYERS if variant is MULTILINGUAL else SMALL_LAYERS
-    return config
-
-
-@contextlib.contextmanager
-def registered_backbone(variant: Variant, size: str) -> Iterator[None]:
-    """Registers `size`'s configuration under the variant's backbone name while the block runs.
-
-    The library's constructors look the configuration up by a hard-coded name, so this is the one way to
-    build (or load) a smaller T3 through the unchanged `from_local`. Not thread-safe: loading is serial.
-    """
-    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
-
-    original = LLAMA_CONFIGS[variant.backbone]
-    LLAMA_CONFIGS[variant.backbone] = backbone_config(variant, size)
-    try:
-        yield
-    finally:
-        LLAMA_CONFIGS[variant.backbone] = original
-
-
-def read_marker(directory: Path) -> dict | None:
-    """The generated checkpoint's description, or None for a real checkpoint."""
-    path = Path(directory) / MARKER_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
 
 
 def synthetic_reference(seconds: float = REFERENCE_SECONDS, sr: int = REFERENCE_SAMPLE_RATE):
@@ -167,8 +120,6 @@ def build_random_checkpoint(directory: Path | str, variant: str | Variant = "tur
     }, indent=2))
 
     if builtin_voice:
-        from .loading import load_model
-
         model = load_model(directory, variant, device="cpu")
         reference = directory / "reference.wav"
         soundfile.write(reference, synthetic_reference(), REFERENCE_SAMPLE_RATE)
@@ -176,3 +127,19 @@ def build_random_checkpoint(directory: Path | str, variant: str | Variant = "tur
         model.conds.save(directory / variant.builtin_voice)
         reference.unlink()
     return directory
+
+
+def random_checkpoint_dir(cache_dir: Path, variant: Variant, size: str) -> Path:
+    """A generated checkpoint under `cache_dir`, built on first use (atomically: built aside, renamed)."""
+    target = Path(cache_dir) / "random" / f"{variant.name}-{size}"
+    if (target / variant.builtin_voice).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build_random_checkpoint(work, variant, size)
+        shutil.rmtree(target, ignore_errors=True)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

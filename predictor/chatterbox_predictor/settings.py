@@ -18,7 +18,7 @@ from chatterbox_common import Settings, load_settings
 from chatterbox_common import add_arguments as add_flags
 from pydantic import Field
 
-from .random_checkpoint import SIZES
+from .backbones import SIZES
 from .variants import VARIANTS
 
 ENV_PREFIX = "CHATTERBOX_"

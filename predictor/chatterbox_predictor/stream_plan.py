@@ -66,4 +66,3 @@ TURBO_PLAN = StreamPlan()
 # See the module docstring for why the 10-step flow of English and Multilingual wants this shape.
 CFG_FLOW_PLAN = StreamPlan(chunk_tokens=(10, 40, 80, 160, 200), prompt_tokens=75, first_prompt_tokens=10,
                            context_tokens=10)
-STREAM_PLANS = {"turbo": TURBO_PLAN, "english": CFG_FLOW_PLAN, "multilingual": CFG_FLOW_PLAN}

@@ -42,62 +42,10 @@ from transformers.generation.logits_process import (
 )
 
 from .alignment import AlignmentGuard, AttentionProbe
-from .errors import InvalidInput
+from .sampling import SamplingParams
+from .variants import Variant
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Generation settings of one request; None takes the variant's library default."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    """Turbo only."""
-    min_p: float | None = None
-    """English and Multilingual only."""
-    repetition_penalty: float | None = None
-    cfg_weight: float | None = None
-    """Classifier-free guidance weight; English and Multilingual only (0 turns it off)."""
-    exaggeration: float | None = None
-    """Emotion exaggeration; English and Multilingual only."""
-    max_new_tokens: int | None = None
-    """Cap on speech tokens per text piece (25 tokens are a second of audio)."""
-
-    def resolved(self, variant: str, token_cap: int) -> SamplingParams:
-        base = TURBO_DEFAULTS if variant == "turbo" else ENGLISH_DEFAULTS
-        values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k)
-                  for k in self.__dataclass_fields__}
-        values["max_new_tokens"] = min(values["max_new_tokens"], token_cap)
-        params = SamplingParams(**values)
-        params.validate()
-        return params
-
-    def validate(self) -> None:
-        """Raises InvalidInput naming the first value out of range; None (the default) always passes."""
-        checks = [
-            ("temperature", lambda v: v > 0, "must be > 0"),
-            ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
-            ("min_p", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-            ("top_k", lambda v: v >= 1, "must be >= 1"),
-            ("repetition_penalty", lambda v: 1 <= v <= 10, "must be in [1, 10]"),
-            ("cfg_weight", lambda v: 0 <= v <= 5, "must be in [0, 5]"),
-            ("exaggeration", lambda v: 0 <= v <= 2, "must be in [0, 2]"),
-            ("max_new_tokens", lambda v: v >= 1, "must be >= 1"),
-        ]
-        for name, ok, message in checks:
-            value = getattr(self, name)
-            if value is not None and not ok(value):
-                raise InvalidInput(f"{name} {message}")
-
-
-# The defaults of ChatterboxTurboTTS.generate and ChatterboxTTS.generate in chatterbox-tts 0.1.7.
-TURBO_DEFAULTS = SamplingParams(temperature=0.8, top_p=0.95, top_k=1000, min_p=0.0, repetition_penalty=1.2,
-                                cfg_weight=0.0, exaggeration=0.0, max_new_tokens=1000)
-ENGLISH_DEFAULTS = SamplingParams(temperature=0.8, top_p=1.0, top_k=1000, min_p=0.05,
-                                  repetition_penalty=1.2, cfg_weight=0.5, exaggeration=0.5,
-                                  max_new_tokens=1000)
 
 
 class _GrowingLayer(DynamicLayer):
@@ -161,10 +109,10 @@ class T3Stream:
     """One request's T3 decoding: `next_token()` until it returns None (end of speech or the cap)."""
 
     @torch.inference_mode()
-    def __init__(self, t3, variant: str, t3_cond, text_tokens: torch.Tensor, params: SamplingParams,
+    def __init__(self, t3, variant: Variant, t3_cond, text_tokens: torch.Tensor, params: SamplingParams,
                  generator: torch.Generator, prefix: ConditioningPrefix | None = None):
         self.t3 = t3
-        self.turbo = variant == "turbo"
+        self.turbo = not variant.guided
         self.params = params
         self.generator = generator
         self.stop_token = t3.hp.stop_speech_token
@@ -174,7 +122,7 @@ class T3Stream:
         self._past = None
         self._prefix = prefix
         self._probe = self.alignment = None  # the alignment control: multilingual only
-        self._multilingual = variant == "multilingual"
+        self._alignment_control = variant.alignment_control
         if self.turbo:
             self._prefill_turbo(t3_cond, text_tokens)
         else:
@@ -211,7 +159,7 @@ class T3Stream:
         embeds, len_cond = self.t3.prepare_input_embeds(
             t3_cond=t3_cond, text_tokens=text_tokens,
             speech_tokens=start * torch.ones_like(text_tokens[:, :1]), cfg_weight=p.cfg_weight)
-        if self._multilingual:
+        if self._alignment_control:
             self._watch_alignment(len_cond, text_tokens.size(-1))
         bos = self._speech_embed(self._ids, position=0)
         self._forward(self._after_prefix(torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1)))

@@ -10,20 +10,11 @@ from __future__ import annotations
 import re
 
 from .errors import InvalidInput, TextTooLong
+from .variants import Variant
 
 MAX_PIECE_CHARS = 300  # about 20 s of speech: well inside T3's training lengths
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
-
-
-def normalize(text: str, variant: str) -> str:
-    """The library's own punctuation clean-up (the variant's punc_norm), whitespace collapsed around it
-    (punc_norm turns "…" into ", " even before a space)."""
-    if variant == "turbo":
-        from chatterbox.tts_turbo import punc_norm
-    else:
-        from chatterbox.tts import punc_norm
-    return " ".join(punc_norm(" ".join(text.split())).split())
 
 
 def _pack(parts: list[str], limit: int, sep: str = " ") -> list[str]:
@@ -65,11 +56,11 @@ def complete_sentences(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def prepare(text: str, variant: str, max_text_chars: int,
+def prepare(text: str, variant: Variant, max_text_chars: int,
             max_piece_chars: int = MAX_PIECE_CHARS) -> list[str]:
     """Validated, normalised pieces ready for the tokenizer; typed errors for empty or huge text."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text is empty")
     if len(text) > max_text_chars:
         raise TextTooLong(f"text has {len(text)} characters; the limit is {max_text_chars}")
-    return [normalize(piece, variant) for piece in split(" ".join(text.split()), max_piece_chars)]
+    return [variant.normalize(piece) for piece in split(" ".join(text.split()), max_piece_chars)]

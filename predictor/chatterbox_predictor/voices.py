@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -21,13 +20,12 @@ from pathlib import Path
 
 import chatterbox_voicefile as voicefile
 import torch
-from chatterbox_voicefile import VOICE_SUFFIX
-from chatterbox_voicefile.files import fsync_dir, write_atomic
 
-from .errors import InvalidVoice, InvalidVoiceId, PayloadTooLarge, VoiceExists, VoiceNotFound
+from .errors import InvalidVoice, InvalidVoiceId, PayloadTooLarge, VoiceNotFound
 from .variants import Variant
 
 log = logging.getLogger(__name__)
+
 
 def voice_file_name(voice_id: str) -> str:
     """`voice_id` with or without the .pth suffix -> the file name; anything path-like is refused."""
@@ -122,15 +120,17 @@ class VoiceCache:
 
 
 class VoiceLibrary:
-    """Voices of one variant from a directory (the /voices volume), through a VoiceCache."""
+    """Voices of one variant from a directory (the /voices volume), through a VoiceCache.
 
-    def __init__(self, directory: Path, variant: Variant, device: str, cache: VoiceCache,
-                 builtin=None):
+    Built once per server and shared: the engine loads voices through it, the API's `VoiceDirectory`
+    writes and removes files and evicts what changed. The checkpoint's built-in voice is the engine's.
+    """
+
+    def __init__(self, directory: Path, variant: Variant, device: str, cache: VoiceCache):
         self.directory = Path(directory)
         self.variant = variant
         self.device = device
         self.cache = cache
-        self.builtin = builtin  # the checkpoint's conds.pt, already on the device
 
     def path(self, voice_id: str) -> Path:
         return self.directory / voice_file_name(voice_id)
@@ -142,12 +142,8 @@ class VoiceLibrary:
         except InvalidVoice:
             return False
 
-    def get(self, voice_id: str | None):
-        """The voice's Conditionals on the device; None or "" selects the checkpoint's built-in voice."""
-        if not voice_id:
-            if self.builtin is None:
-                raise VoiceNotFound("this checkpoint has no built-in voice: name a voice_id")
-            return self.builtin
+    def get(self, voice_id: str):
+        """The voice's Conditionals on the device, from the cache or the file."""
         path = self.path(voice_id)
         try:
             stat = path.stat()
@@ -159,88 +155,3 @@ class VoiceLibrary:
             return load_voice_bytes(path.read_bytes(), self.variant).to(self.device)
 
         return self.cache.get(name, (stat.st_size, stat.st_mtime_ns), load)
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    voices: list[str]
-    added: list[str]
-    removed: list[str]
-    changed: list[str]
-
-
-class VoiceDirectory:
-    """The voice files of a directory: listing, atomic uploads, deletion, and noticing what others changed.
-
-    Files land atomically (a hidden temporary file in the same directory, fsync, then a rename or a
-    hard link, so a reader sees the old file or the new one, never half of one), and a replaced or
-    removed voice leaves the cache at once. `scan()` compares the directory with the previous scan;
-    the server calls it on a timer and from the reload endpoint.
-    """
-
-    def __init__(self, library: VoiceLibrary):
-        self.library = library
-        self.directory = library.directory
-        self._lock = threading.Lock()
-        self._seen: dict[str, tuple[int, int]] = {}
-
-    def _snapshot(self) -> dict[str, tuple[int, int]]:
-        found = {}
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return found
-        for entry in entries:
-            stem = entry.name[: -len(VOICE_SUFFIX)]
-            if not entry.name.endswith(VOICE_SUFFIX) or not voicefile.is_voice_stem(stem):
-                continue  # temporary files start with a dot; anything else is not ours to serve
-            try:
-                if entry.is_file():
-                    stat = entry.stat()
-                    found[stem] = (stat.st_size, stat.st_mtime_ns)
-            except FileNotFoundError:
-                continue  # removed while we looked
-        return found
-
-    def list(self) -> list[str]:
-        return sorted(self._snapshot())
-
-    def scan(self) -> ScanResult:
-        now = self._snapshot()
-        with self._lock:
-            before, self._seen = self._seen, now
-        added = sorted(set(now) - set(before))
-        removed = sorted(set(before) - set(now))
-        changed = sorted(k for k in set(now) & set(before) if now[k] != before[k])
-        for voice_id in removed + changed:
-            self.library.cache.evict(voice_id)
-        if added or removed or changed:
-            log.info("voices changed on disk: added %s, removed %s, replaced %s", added, removed, changed)
-        return ScanResult(sorted(now), added, removed, changed)
-
-    def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
-        """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
-        name = voice_file_name(voice_id)
-        # Refuses anything that is not a loadable voice; the tensors are built when the voice is used.
-        check_voice_bytes(raw, self.library.variant)
-        target = self.directory / name
-        if target.exists() and not overwrite:
-            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")
-        try:
-            write_atomic(target, raw, overwrite=overwrite)
-        except FileExistsError:  # the name was taken between the check above and the link
-            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
-                              "replace it.") from None
-        self.library.cache.evict(target.stem)
-        return name
-
-    def delete(self, voice_id: str) -> str:
-        name = voice_file_name(voice_id)
-        try:
-            (self.directory / name).unlink()
-        except FileNotFoundError:
-            raise VoiceNotFound(f"Voice '{voice_id}' not found.") from None
-        fsync_dir(self.directory)
-        self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
-        return name
-

@@ -14,15 +14,12 @@ import torch.nn.functional as F
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
 from chatterbox_predictor.errors import GenerationFailed, InvalidInput, QueueFull, VoiceNotFound
 from chatterbox_predictor.loading import load_model
+from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
-from chatterbox_predictor.stream_plan import STREAM_PLANS, TURBO_PLAN, StreamPlan
-from chatterbox_predictor.t3_stream import (
-    ConditioningPrefix,
-    GrowingCache,
-    SamplingParams,
-    T3Stream,
-    with_exaggeration,
-)
+from chatterbox_predictor.stream_plan import TURBO_PLAN, StreamPlan
+from chatterbox_predictor.t3_stream import ConditioningPrefix, GrowingCache, T3Stream, with_exaggeration
+from chatterbox_predictor.variants import MULTILINGUAL, TURBO, get_variant
+from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
 
 # Measured streamed-vs-one-shot SNR on the small random Turbo checkpoint (its S3Gen is full size): 26.5 dB
 # for the waveform, whatever the flow window (HiFT's random excitation noise differs between chunked and
@@ -46,9 +43,12 @@ def english_model(random_checkpoint):
 
 @pytest.fixture(scope="module")
 def engine(turbo_model, tmp_path_factory):
-    config = EngineConfig(voices_dir=tmp_path_factory.mktemp("voices"), watermark=False, queue_size=1,
-                          warmup=False)
-    return Engine(turbo_model, config, "cpu")
+    config = EngineConfig.from_settings(watermark=False, queue_size=1, warmup=False)
+    return Engine(turbo_model, config, "cpu", _library(tmp_path_factory.mktemp("voices")))
+
+
+def _library(directory, variant=TURBO) -> VoiceLibrary:
+    return VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
 
 
 def _run(engine: Engine, request: SynthesisRequest):
@@ -73,7 +73,9 @@ def _library_tokens(model, variant: str, tokens: torch.Tensor, cap: int, **sampl
     torch.manual_seed(7)
     if variant == "turbo":
         return model.t3.inference_turbo(model.conds.t3, tokens, max_gen_len=cap - 1)[0].tolist()
-    settings = dict(cfg_weight=0.5, min_p=0.05, top_p=1.0, temperature=0.8, repetition_penalty=1.2) | sampling
+    defaults = get_variant(variant).sampling_defaults  # what the library's generate() passes
+    names = ("cfg_weight", "min_p", "top_p", "temperature", "repetition_penalty")
+    settings = {name: getattr(defaults, name) for name in names} | sampling
     cond = with_exaggeration(model.conds.t3, 0.5)
     both = torch.cat([tokens, tokens])  # the library's batch of two for guidance
     return model.t3.inference(t3_cond=cond, text_tokens=both, max_new_tokens=cap, **settings)[0].tolist()
@@ -81,7 +83,7 @@ def _library_tokens(model, variant: str, tokens: torch.Tensor, cap: int, **sampl
 
 def _our_tokens(model, variant: str, tokens: torch.Tensor, params: SamplingParams, prefix: bool):
     cond = with_exaggeration(model.conds.t3, 0.5)
-    stream = T3Stream(model.t3, variant, cond, tokens, params, torch.Generator().manual_seed(7),
+    stream = T3Stream(model.t3, get_variant(variant), cond, tokens, params, torch.Generator().manual_seed(7),
                       ConditioningPrefix.compute(model.t3, cond) if prefix else None)
     return list(iter(stream.next_token, None)), stream
 
@@ -99,7 +101,8 @@ def test_our_token_loop_draws_the_library_tokens_under_the_same_seed(random_chec
     tokens = _library_text_tokens(model, variant, TEXTS[variant])
     # Ours first: the library's multilingual inference switches the whole backbone to eager attention
     # for good, and ours must match it while still on SDPA, as in production.
-    ours, stream = _our_tokens(model, variant, tokens, SamplingParams().resolved(variant, 12), prefix)
+    params = SamplingParams().resolved(get_variant(variant).sampling_defaults, 12)
+    ours, stream = _our_tokens(model, variant, tokens, params, prefix)
     library = _library_tokens(model, variant, tokens, 12)
     assert ours == library and len(ours) == 12
     if variant == "multilingual":
@@ -116,8 +119,8 @@ def test_multilingual_speech_ends_where_the_library_alignment_control_forces_it(
     # Near-greedy with no repetition penalty, random weights soon repeat a token, which the alignment
     # control answers by forcing end of speech (random weights never choose it by themselves).
     sampling = dict(temperature=0.05, repetition_penalty=1.0)
-    ours, stream = _our_tokens(model, "multilingual", tokens,
-                               SamplingParams(**sampling).resolved("multilingual", 12), prefix)
+    params = SamplingParams(**sampling).resolved(MULTILINGUAL.sampling_defaults, 12)
+    ours, stream = _our_tokens(model, "multilingual", tokens, params, prefix)
     library = _library_tokens(model, "multilingual", tokens, 12, **sampling)
     assert library[-1] == model.t3.hp.stop_speech_token and ours == library[:-1] and len(ours) < 12
     assert stream.alignment.forced and stream.done
@@ -153,8 +156,8 @@ def test_turbo_chunks_start_small_and_double_up_to_the_largest():
 
 
 def test_english_and_multilingual_chunks_grow_faster_and_start_with_a_short_prompt():
-    plan = EngineConfig(variant="english").plan
-    assert plan is STREAM_PLANS["multilingual"] and EngineConfig().plan is TURBO_PLAN
+    plan = EngineConfig.from_settings(variant="english").plan
+    assert plan is MULTILINGUAL.stream_plan and EngineConfig.from_settings().plan is TURBO_PLAN
     bounds = plan.bounds()
     assert [next(bounds) for _ in range(7)] == [10, 50, 130, 290, 490, 690, 890]
     assert plan.first_prompt_tokens < plan.prompt_tokens
@@ -192,7 +195,7 @@ def test_streamed_audio_matches_a_one_shot_decode_of_the_same_tokens(engine, tur
                                                    ("english", "window")])
 def test_streamed_mels_match_a_one_shot_decode_with_the_whole_prompt(request, variant, window):
     model = request.getfixturevalue(f"{variant}_model")
-    plan, meanflow = STREAM_PLANS[variant], variant == "turbo"
+    plan, meanflow = get_variant(variant).stream_plan, get_variant(variant).meanflow
     windows = {"prompt_tokens": plan.prompt_tokens, "first_prompt_tokens": plan.first_prompt_tokens,
                "context_tokens": plan.context_tokens} if window == "window" else {}
     tokens = torch.randint(0, 6561, (80,), generator=torch.Generator().manual_seed(3)).tolist()
@@ -232,7 +235,7 @@ def test_the_same_seed_gives_the_same_tokens_streamed_or_not_and_the_same_audio_
 
 
 def test_the_watermark_is_on_by_default_and_changes_the_audio(turbo_model, engine):
-    marked = Engine(turbo_model, EngineConfig(voices_dir=engine.config.voices_dir, warmup=False), "cpu")
+    marked = Engine(turbo_model, EngineConfig.from_settings(warmup=False), "cpu", engine.voices)
     assert marked.config.watermark is True
     request = SynthesisRequest("Watermarked.", params=SamplingParams(max_new_tokens=20), seed=3)
     plain = np.concatenate([c.audio for c in _run(engine, request)])
@@ -261,7 +264,7 @@ def test_bad_requests_fail_with_typed_errors(engine, request_, error):
 
 def test_the_worker_streams_survives_failures_refuses_beyond_its_queue_and_frees_on_cancel(turbo_model,
                                                                                           engine):
-    worker = Engine(turbo_model, engine.config, "cpu")
+    worker = Engine(turbo_model, engine.config, "cpu", engine.voices)
     worker.start()
     try:
         asyncio.run(_exercise_worker(worker))
@@ -287,13 +290,12 @@ async def _exercise_worker(worker: Engine) -> None:
     # A failing request comes back as its error; the worker goes on serving.
     with pytest.raises(VoiceNotFound):
         await _collect(worker, SynthesisRequest("Hi.", voice_id="nobody"))
-    original = worker.voices.get
-    worker.voices.get = lambda voice_id: (_ for _ in ()).throw(RuntimeError("device fell over"))
+    worker.voice = lambda voice_id: (_ for _ in ()).throw(RuntimeError("device fell over"))
     try:
         with pytest.raises(GenerationFailed, match="device fell over"):
             await _collect(worker, short)
     finally:
-        worker.voices.get = original
+        del worker.voice  # back to the class's method
     assert len(await _collect(worker, short)) >= 1
 
     # One request running and one waiting fill a queue of one: the next is refused at once.
@@ -316,7 +318,7 @@ async def _exercise_worker(worker: Engine) -> None:
 def test_loading_the_engine_runs_a_warm_up_generation_with_the_builtin_voice(random_checkpoint, tmp_path,
                                                                               caplog):
     caplog.set_level("INFO", logger="chatterbox_predictor.engine")
-    loaded = Engine.load(random_checkpoint("turbo"), EngineConfig(voices_dir=tmp_path), "cpu")
+    loaded = Engine.load(random_checkpoint("turbo"), EngineConfig.from_settings(), "cpu", _library(tmp_path))
     assert any("warm-up generation took" in r.message for r in caplog.records)
     assert loaded.config.watermark and loaded.variant.name == "turbo"
 

@@ -11,7 +11,9 @@ from chatterbox_predictor.chinese_text import LazyCangjieConverter
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
 from chatterbox_predictor.errors import LanguageUnavailable
 from chatterbox_predictor.loading import load_model
-from chatterbox_predictor.t3_stream import SamplingParams
+from chatterbox_predictor.sampling import SamplingParams
+from chatterbox_predictor.variants import MULTILINGUAL
+from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,9 @@ def test_the_multilingual_model_loads_offline_with_its_chinese_step_deferred(mul
 
 def test_french_text_is_spoken_in_capped_tokens_without_building_the_chinese_step(multilingual_model,
                                                                                   tmp_path):
-    engine = Engine(multilingual_model, EngineConfig(variant="multilingual", voices_dir=tmp_path,
-                                                     watermark=False, warmup=False), "cpu")
+    config = EngineConfig.from_settings(variant="multilingual", watermark=False, warmup=False)
+    voices = VoiceLibrary(tmp_path, MULTILINGUAL, "cpu", VoiceCache(2**28))
+    engine = Engine(multilingual_model, config, "cpu", voices)
     request = SynthesisRequest("Bonjour, ceci est un essai.", language="fr",
                                params=SamplingParams(max_new_tokens=8), seed=3)
     chunks = list(engine.synthesize(request, threading.Event()))

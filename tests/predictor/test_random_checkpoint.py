@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from chatterbox_predictor.backbones import MARKER_FILE, SMALL_LAYERS
 from chatterbox_predictor.loading import CheckpointError, load_model
-from chatterbox_predictor.random_checkpoint import (
-    MARKER_FILE,
-    REFERENCE_SECONDS,
-    SMALL_LAYERS,
-    synthetic_reference,
-)
+from chatterbox_predictor.random_checkpoint import REFERENCE_SECONDS, synthetic_reference
 from chatterbox_predictor.variants import ENGLISH, TURBO, get_variant
 from tests.support.chatterbox import capped_speech_tokens
 

@@ -6,6 +6,7 @@ import pytest
 
 from chatterbox_predictor import text
 from chatterbox_predictor.errors import InvalidInput, TextTooLong
+from chatterbox_predictor.variants import TURBO
 
 
 def test_short_sentences_are_joined_into_one_piece():
@@ -41,18 +42,18 @@ def test_only_a_single_over_long_word_is_cut():
 
 
 def test_prepare_applies_the_library_punctuation_normalisation():
-    assert text.prepare("hello   world…  “quoted”", "turbo", 1000) == ['Hello world, "quoted".']
+    assert text.prepare("hello   world…  “quoted”", TURBO, 1000) == ['Hello world, "quoted".']
 
 
 @pytest.mark.parametrize("bad", ["", "   \n\t "])
 def test_empty_text_is_refused(bad):
     with pytest.raises(InvalidInput, match="empty"):
-        text.prepare(bad, "turbo", 1000)
+        text.prepare(bad, TURBO, 1000)
 
 
 def test_text_over_the_limit_is_refused_with_the_numbers():
     with pytest.raises(TextTooLong, match="1001 characters; the limit is 1000"):
-        text.prepare("a" * 1001, "turbo", 1000)
+        text.prepare("a" * 1001, TURBO, 1000)
 
 
 def test_text_arriving_in_pieces_is_cut_after_its_last_whole_sentence():

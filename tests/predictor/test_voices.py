@@ -116,11 +116,10 @@ def test_a_voice_id_maps_to_its_file_with_or_without_the_suffix():
     assert voice_file_name("v1.2_b-c") == "v1.2_b-c.pth"
 
 
-def test_the_library_serves_files_and_the_builtin_voice(tmp_path, turbo_voice_bytes):
+def test_the_library_serves_files_through_its_cache(tmp_path, turbo_voice_bytes):
     (tmp_path / "alpha.pth").write_bytes(turbo_voice_bytes)
     cache = VoiceCache(max_bytes=10**9)
-    library = VoiceLibrary(tmp_path, TURBO, "cpu", cache, builtin="BUILTIN")
-    assert library.get(None) == "BUILTIN" and library.get("") == "BUILTIN"
+    library = VoiceLibrary(tmp_path, TURBO, "cpu", cache)
     first = library.get("alpha")
     assert library.get("alpha.pth") is first and (cache.hits, cache.misses) == (1, 1)
     with pytest.raises(VoiceNotFound, match="Voice 'beta' not found."):

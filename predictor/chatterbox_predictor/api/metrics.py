@@ -11,6 +11,9 @@ TTFA = Histogram("chatterbox_time_to_first_audio_seconds",
 RTF = Histogram("chatterbox_real_time_factor",
                 "Generation time over audio duration per request (below 1: faster than real time).",
                 ["endpoint"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+REQUESTS = Counter("chatterbox_speech_requests", "Speech requests that reached the engine, by endpoint.",
+                   ["endpoint"])
+AUDIO_SECONDS = Counter("chatterbox_audio_seconds", "Seconds of audio generated, by endpoint.", ["endpoint"])
 ACTIVE_STREAMS = Gauge("chatterbox_active_streams", "Responses streaming audio right now.")
 ERRORS = Counter("chatterbox_errors", "Requests that failed, by error type.", ["type"])
 

@@ -1,0 +1,146 @@
+"""Authentication: one rule for the whole app, applied in one place (an ASGI middleware).
+
+Every HTTP route and WebSocket wants an API key (`X-API-Key: K` or `Authorization: Bearer K`; a
+WebSocket may send `?api_key=K`, since a browser cannot set its headers), except the routes in
+`OPEN_ROUTES`: liveness and readiness probes, which the kubelet and load balancers call without a key,
+and the API's own documentation. `/metrics` is open only with `--open_metrics`.
+
+The middleware matches a request against the app's route table and looks the matched route's path
+template up in `OPEN_ROUTES`, so a route added later (ours or KServe's, whenever it is registered)
+wants the key unless it is listed here, and a request that matches no route wants it too.
+With no key configured at all the API is open (and the server says so at start-up).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from chatterbox_common import read_key_file
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Match
+
+from . import metrics
+
+# (method, path template) pairs that answer without a key; method None: every method.
+PROBES = frozenset({
+    (None, "/health"),                                                  # the container's HEALTHCHECK
+    ("GET", "/"),                                                       # KServe's root liveness
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
+    ("GET", "/v2/models/{model_name}/ready"),
+    ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"),
+    ("GET", "/v1/models/{model_name}"),                                 # KServe V1 readiness
+})
+# The documentation describes the public API and nothing of the data behind it; Swagger UI loads it
+# before the user can type a key into its "Authorize" dialog.
+DOCS = frozenset({(None, "/docs"), (None, "/docs/oauth2-redirect"), (None, "/openapi.json")})
+METRICS = ("GET", "/metrics")
+
+UNAUTHORIZED_DETAIL = "missing or invalid API key (send X-API-Key or Authorization: Bearer)"
+
+
+def open_routes(open_metrics: bool) -> frozenset:
+    return PROBES | DOCS | ({METRICS} if open_metrics else frozenset())
+
+
+def is_open(method: str, path: str, routes: frozenset) -> bool:
+    return (method, path) in routes or (None, path) in routes
+
+
+class ApiKeys:
+    """Keys from a setting and from a file (a mounted Secret, re-read when it changes)."""
+
+    def __init__(self, keys: str, keys_file: Path | None):
+        self._static = [k.strip() for k in keys.split(",") if k.strip()]
+        self._file = keys_file
+        self._file_stamp = None
+        self._file_keys: list[str] = []
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[str]:
+        if self._file is not None:
+            try:
+                stat = self._file.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            except FileNotFoundError:
+                stamp = None
+            with self._lock:
+                if stamp != self._file_stamp:
+                    self._file_keys = read_key_file(self._file) if stamp else []
+                    self._file_stamp = stamp
+        return self._static + self._file_keys
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys())
+
+    def check(self, presented: str | None) -> bool:
+        keys = self.keys()
+        if not keys:
+            return True
+        if not presented:
+            return False
+        given = presented.encode()
+        # Compare with every key, without stopping early, in constant time per key.
+        return any([hmac.compare_digest(given, key.encode()) for key in keys])
+
+
+def presented_key(headers: dict[bytes, bytes], query: str, websocket: bool) -> str | None:
+    if key := headers.get(b"x-api-key"):
+        return key.decode("latin-1")
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if websocket:
+        return (parse_qs(query).get("api_key") or [None])[0]
+    return None
+
+
+class AuthMiddleware:
+    """Refuses a request without a valid key (401 JSON with `WWW-Authenticate`; a WebSocket is closed
+    with 1008 before the handshake completes, which clients see as HTTP 403) unless its route is open."""
+
+    def __init__(self, app, *, keys: ApiKeys, routes: frozenset, router_app):
+        self.app = app
+        self.keys = keys
+        self.routes = routes
+        self.router_app = router_app  # the FastAPI app whose route table decides what a request is
+
+    def _route_template(self, scope) -> str | None:
+        """The path template of the route that will serve `scope` (FastAPI keeps included routers as
+        groups: `iter_route_contexts` is how FastAPI itself flattens them for the OpenAPI document)."""
+        for route in iter_route_contexts(self.router_app.router.routes):
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.path
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        websocket = scope["type"] == "websocket"
+        method = "GET" if websocket else scope["method"]
+        template = self._route_template(scope)
+        if template is not None and is_open(method, template, self.routes):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.keys.check(presented_key(headers, scope.get("query_string", b"").decode("latin-1"),
+                                         websocket)):
+            return await self.app(scope, receive, send)
+        if websocket:
+            return await send({"type": "websocket.close", "code": 1008,
+                               "reason": "missing or invalid API key"})
+        await _unauthorized(send)
+
+
+async def _unauthorized(send) -> None:
+    metrics.ERRORS.labels("Unauthorized").inc()
+    body = json.dumps({"detail": UNAUTHORIZED_DETAIL}).encode()
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), (b"www-authenticate", b"Bearer")]})
+    await send({"type": "http.response.body", "body": body})

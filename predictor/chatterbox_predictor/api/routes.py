@@ -1,0 +1,102 @@
+"""The plan's REST API: `/tts/generate`, `/voices`, and the container's `/health`. Thin: each route
+validates through `protocol`, calls the service or the voice directory, and shapes the answer."""
+
+import asyncio
+import logging
+
+from chatterbox_voicefile import MAX_VOICE_BYTES, VOICE_SUFFIX
+from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from ..audio import FORMATS, AudioEncoder
+from ..errors import PayloadTooLarge
+from ..voice_directory import upload_file_name
+from .protocol import (
+    VOICE_ID_MAX_CHARS,
+    VOICE_ID_PATTERN,
+    GenerateRequest,
+    HealthResponse,
+    MessageResponse,
+    ReloadResponse,
+    UploadResponse,
+)
+from .service import TTSService
+from .spec import errors, links
+
+log = logging.getLogger(__name__)
+
+AUDIO_TYPES = {AudioEncoder(fmt, 24_000).media_type for fmt in FORMATS}
+
+
+def rest_router(service: TTSService, generate_model: type[GenerateRequest] = GenerateRequest) -> APIRouter:
+    """`generate_model` is `GenerateRequest` with the server's text limit (`protocol.with_text_limit`)."""
+    router = APIRouter()
+
+    @router.get("/health", tags=["health"], operation_id="health")
+    async def health() -> HealthResponse:
+        """Liveness for the container's health check; `ready` says whether the model serves yet."""
+        engine = service.engine
+        return HealthResponse(status="ok", ready=engine.ready, variant=engine.variant.name,
+                              device=str(engine.device))
+
+    @router.post("/tts/generate", tags=["tts"], response_class=StreamingResponse, operation_id="generate",
+                 responses={200: {"content": {t: {} for t in sorted(AUDIO_TYPES)},
+                                  "description": "Audio, streamed while it is generated."},
+                            **errors(400, 404, 422, 501, 503)})
+    async def generate(body: generate_model):  # type: ignore[valid-type]
+        """Speaks `text` with `voice_id`; the audio streams while it is generated (a WAV of unknown
+        length: header, then PCM as it comes)."""
+        encoder = AudioEncoder(body.format, service.sample_rate)
+        chunks = await service.audio(body.synthesis(), encoder, "tts_generate")
+        return StreamingResponse(chunks, media_type=encoder.media_type)
+
+    @router.get("/voices", tags=["voices"], operation_id="listVoices")
+    async def list_voices() -> list[str]:
+        """Voice files available, as `<voice_id>.pth`."""
+        return [v + VOICE_SUFFIX for v in await asyncio.to_thread(service.voices.list)]
+
+    @router.post("/voices", status_code=201, tags=["voices"], operation_id="uploadVoice",
+                 responses={201: {"links": links.UPLOADED}, **errors(400, 409, 413, 422)})
+    async def upload_voice(
+            file: UploadFile = File(..., description="A voice file named <voice_id>.pth (a saved "
+                                    "Conditionals)."),
+            voice_id: str | None = Query(None, max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
+                                         description="The voice id; default: the file's name, which "
+                                         "must then be <voice_id>.pth."),
+            overwrite: bool = Query(False, description="Replace an existing voice.")) -> UploadResponse:
+        """Uploads a voice file: validated (name, size, weights-only read, structure) before it lands,
+        atomically; a bad upload leaves nothing behind. A voice that a `Voice` resource manages is a
+        409: change the resource instead."""
+        name = voice_id or upload_file_name(file.filename or "")
+        raw = await _read_limited(file, MAX_VOICE_BYTES)
+        saved = await asyncio.to_thread(service.voices.save, name, raw, overwrite)
+        log.info("voice %s uploaded (%d bytes)", saved, len(raw))
+        return UploadResponse(voice_id=saved, message="Voice uploaded successfully.")
+
+    @router.delete("/voices/{voice_id}", tags=["voices"], operation_id="deleteVoice",
+                   responses=errors(404, 409, 422))
+    async def delete_voice(voice_id: str = Path(..., max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
+                                                description="The voice id, with or without .pth."),
+                           ) -> MessageResponse:
+        """Deletes a voice file. A voice that a `Voice` resource manages is a 409: delete the resource."""
+        name = await asyncio.to_thread(service.voices.delete, voice_id)
+        log.info("voice %s deleted", name)
+        return MessageResponse(message=f"Voice '{name}' deleted successfully.")
+
+    @router.post("/voices/reload", tags=["voices"], operation_id="reloadVoices")
+    async def reload_voices() -> ReloadResponse:
+        """Rescans the voice directory now (the operator calls this after writing a file)."""
+        result = await asyncio.to_thread(service.voices.scan)
+        return ReloadResponse(voices=[v + VOICE_SUFFIX for v in result.voices], added=result.added,
+                              removed=result.removed, changed=result.changed)
+
+    return router
+
+
+async def _read_limited(file: UploadFile, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await file.read(1 << 20):
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"voice file is larger than the {limit}-byte limit")
+    return bytes(data)

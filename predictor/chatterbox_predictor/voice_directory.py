@@ -1,0 +1,150 @@
+"""The voice directory (the /voices volume) as the API sees it: listing, atomic uploads, deletion, the
+operator's claims, and a watcher that notices what others changed.
+
+Files land atomically (a hidden temporary file in the same directory, fsync, then a rename or a hard
+link, so a reader sees the old file or the new one, never half of one), and a replaced or removed voice
+leaves the cache at once. A voice id that a `Voice` resource manages (the voice operator's claim under
+`.claims/`, format in `chatterbox_voicefile.claims`) is not the API's to replace or delete: the operator
+would put its own file back, so such a request is a 409 that names the resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import chatterbox_voicefile as voicefile
+from chatterbox_voicefile import VOICE_SUFFIX
+from chatterbox_voicefile.files import fsync_dir, write_atomic
+
+from .errors import InvalidVoiceId, VoiceExists, VoiceManaged, VoiceNotFound
+from .voices import VoiceLibrary, check_voice_bytes, voice_file_name
+
+log = logging.getLogger(__name__)
+
+
+def upload_file_name(filename: str) -> str:
+    """An upload's file name as its voice file name: only `<voice_id>.pth` is one."""
+    stem = filename[: -len(VOICE_SUFFIX)] if filename.endswith(VOICE_SUFFIX) else None
+    if stem is None or not voicefile.is_voice_stem(stem):
+        raise InvalidVoiceId(f"invalid voice file name {filename!r}: upload a file named <voice_id>.pth, "
+                             "where voice_id is 1-100 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit (or pass ?voice_id=...)")
+    return filename
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    voices: list[str]
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+
+class VoiceDirectory:
+    """The voice files of the library's directory. `scan()` compares the directory with the previous
+    scan; the watcher thread calls it every `scan_interval` seconds, the reload endpoint at once."""
+
+    def __init__(self, library: VoiceLibrary, scan_interval: float = 2.0):
+        self.library = library
+        self.directory = library.directory
+        self.scan_interval = scan_interval
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- watching ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Scans now, then on a timer in a thread of its own (the event loop never reads the volume)."""
+        result = self.scan()
+        log.info("voices in %s: %s", self.directory, result.voices)
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="voice-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.scan_interval):
+            try:
+                self.scan()
+            except Exception:  # a flaky volume must not stop the watcher
+                log.exception("scanning the voice directory failed")
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, tuple[int, int]]:
+        found = {}
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            stem = entry.name[: -len(VOICE_SUFFIX)]
+            if not entry.name.endswith(VOICE_SUFFIX) or not voicefile.is_voice_stem(stem):
+                continue  # temporary files start with a dot; anything else is not ours to serve
+            try:
+                if entry.is_file():
+                    stat = entry.stat()
+                    found[stem] = (stat.st_size, stat.st_mtime_ns)
+            except FileNotFoundError:
+                continue  # removed while we looked
+        return found
+
+    def list(self) -> list[str]:
+        return sorted(self._snapshot())
+
+    def scan(self) -> ScanResult:
+        now = self._snapshot()
+        with self._lock:
+            before, self._seen = self._seen, now
+        added = sorted(set(now) - set(before))
+        removed = sorted(set(before) - set(now))
+        changed = sorted(k for k in set(now) & set(before) if now[k] != before[k])
+        for voice_id in removed + changed:
+            self.library.cache.evict(voice_id)
+        if added or removed or changed:
+            log.info("voices changed on disk: added %s, removed %s, replaced %s", added, removed, changed)
+        return ScanResult(sorted(now), added, removed, changed)
+
+    def _refuse_managed(self, name: str, how: str) -> None:
+        owner = voicefile.read_claim(self.directory, name)
+        if owner is not None:
+            raise VoiceManaged(
+                f"Voice '{name}' is managed by the Voice resource {owner.name} in namespace "
+                f"{owner.namespace}: {how} (the voice operator would undo a change made here).")
+
+    # -- writing -----------------------------------------------------------------------------------
+    def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
+        """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
+        name = voice_file_name(voice_id)
+        self._refuse_managed(name, "change its spec to replace the file")
+        # Refuses anything that is not a loadable voice; the tensors are built when the voice is used.
+        check_voice_bytes(raw, self.library.variant)
+        target = self.directory / name
+        if target.exists() and not overwrite:
+            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")
+        try:
+            write_atomic(target, raw, overwrite=overwrite)
+        except FileExistsError:  # the name was taken between the check above and the link
+            raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
+                              "replace it.") from None
+        self.library.cache.evict(target.stem)
+        return name
+
+    def delete(self, voice_id: str) -> str:
+        name = voice_file_name(voice_id)
+        self._refuse_managed(name, "delete that resource to remove the file")
+        try:
+            (self.directory / name).unlink()
+        except FileNotFoundError:
+            raise VoiceNotFound(f"Voice '{voice_id}' not found.") from None
+        fsync_dir(self.directory)
+        self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
+        return name
