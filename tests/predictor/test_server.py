@@ -191,7 +191,7 @@ def test_client_mistakes_are_422_naming_the_field(client, body, field):
 def test_the_schema_states_the_limits_validation_enforces(client):
     schema = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]
     assert schema["text"]["minLength"] == 1 and schema["text"]["maxLength"] == 5000
-    assert schema["temperature"]["anyOf"][0]["exclusiveMinimum"] == 0
+    assert schema["temperature"]["anyOf"][0]["minimum"] == 0.01
     assert schema["top_p"]["anyOf"][0]["maximum"] == 1
 
 
@@ -469,7 +469,7 @@ def test_a_request_moves_the_counters_and_histograms_it_should(client):
     refused = _metric(client, "chatterbox_errors_total", 'type="Unauthorized"')
     assert client.post("/tts/generate", json={"text": "Measured.", **FAST}).status_code == 200
     assert client.post("/tts/generate", json={"text": "Hi.", "voice_id": "missing"}).status_code == 404
-    assert httpx.get(f"{client.base_url}voices").status_code == 401
+    assert httpx.get(f"{client.base_url}/voices").status_code == 401
     after = {n: _metric(client, n, endpoint) for n in names}
     assert after["chatterbox_speech_requests_total"] == before["chatterbox_speech_requests_total"] + 2
     assert after["chatterbox_time_to_first_audio_seconds_count"] == \
