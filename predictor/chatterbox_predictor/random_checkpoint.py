@@ -107,7 +107,7 @@ def build_random_checkpoint(directory: Path | str, variant: str | Variant = "tur
     torch.manual_seed(seed)
     _save(VoiceEncoder(), directory / variant.ve_weights)
     _save(_t3(variant, size), directory / variant.t3_weights)
-    _save(S3Gen(meanflow=variant is TURBO), directory / variant.s3gen_weights)
+    _save(S3Gen(meanflow=variant.meanflow), directory / variant.s3gen_weights)
     if variant is TURBO:
         tokenizer_files.write_gpt2_tokenizer(directory)
     elif variant is ENGLISH:
