@@ -136,6 +136,7 @@ class Engine:
         self.voices = voices
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._thread: threading.Thread | None = None
+        self._running: _Job | None = None
         self._prefixes: OrderedDict[tuple, tuple[weakref.ref, ConditioningPrefix]] = OrderedDict()
         self.ready = False
         self.active = 0
@@ -172,10 +173,13 @@ class Engine:
         self.ready = True
 
     def stop(self) -> None:
-        """Stops taking requests; the worker finishes the one it runs and exits (waiting ones are failed)."""
+        """Stops taking requests, cancels the one running (it stops at its next token), fails the waiting
+        ones, and lets the worker exit."""
         self.ready = False
         if self._thread is None:
             return
+        if (running := self._running) is not None:
+            running.cancelled.set()
         while True:  # fail the waiting requests now rather than leave their clients hanging
             try:
                 job = self._queue.get_nowait()
@@ -202,11 +206,14 @@ class Engine:
         while (job := self._queue.get()) is not None:
             if job.cancelled.is_set():
                 continue
+            self._running = job
             self.active += 1
             try:
                 for chunk in self.synthesize(job.request, job.cancelled):
                     job.deliver(chunk)
-                job.deliver(None)
+                # Cancelled: its client left (nobody listens) or the server stops (say so, rather than
+                # end a truncated stream as if it were whole).
+                job.deliver(EngineNotReady("the server is shutting down") if job.cancelled.is_set() else None)
             except EngineError as exc:
                 job.deliver(exc)
             except Exception as exc:  # a model failure must not take the worker down
@@ -214,6 +221,7 @@ class Engine:
                 job.deliver(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self.active -= 1
+                self._running = None
 
     def submit(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop) -> _Job:
         if not self.ready:

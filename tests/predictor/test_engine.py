@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
-from chatterbox_predictor.errors import GenerationFailed, InvalidInput, QueueFull, VoiceNotFound
+from chatterbox_predictor.errors import (
+    EngineNotReady,
+    GenerationFailed,
+    InvalidInput,
+    QueueFull,
+    VoiceNotFound,
+)
 from chatterbox_predictor.loading import load_model
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
@@ -313,6 +319,27 @@ async def _exercise_worker(worker: Engine) -> None:
     await running.aclose()
     assert len(await asyncio.wait_for(waiting, timeout=120)) >= 1
     await _wait_until(lambda: worker.active == 0 and worker.queue_depth == 0)
+
+
+def test_stopping_the_engine_ends_a_running_stream_with_an_error_and_fails_the_waiting_ones(turbo_model,
+                                                                                          engine):
+    worker = Engine(turbo_model, engine.config, "cpu", engine.voices)
+    worker.start()
+
+    async def stop_mid_stream():
+        running = worker.stream(SynthesisRequest("Long.", params=SamplingParams(max_new_tokens=400), seed=1))
+        await running.__anext__()
+        waiting = asyncio.ensure_future(_collect(worker, SynthesisRequest("Waiting.", seed=1)))
+        await _wait_until(lambda: worker.queue_depth == 1)
+        await asyncio.to_thread(worker.stop)  # joins the worker: it must not finish 400 tokens first
+        with pytest.raises(EngineNotReady):
+            async for _ in running:
+                pass
+        with pytest.raises(EngineNotReady):
+            await waiting
+
+    asyncio.run(stop_mid_stream())
+    assert not worker.ready and worker.active == 0
 
 
 def test_loading_the_engine_runs_a_warm_up_generation_with_the_builtin_voice(random_checkpoint, tmp_path,
