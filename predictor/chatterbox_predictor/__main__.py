@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start([model])
     finally:
-        model.stop()
+        model.stop(wait=True)
     return 0
 
 

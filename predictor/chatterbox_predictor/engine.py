@@ -137,6 +137,8 @@ class Engine:
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._thread: threading.Thread | None = None
         self._running: _Job | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
         self._prefixes: OrderedDict[tuple, tuple[weakref.ref, ConditioningPrefix]] = OrderedDict()
         self.ready = False
         self.active = 0
@@ -168,17 +170,22 @@ class Engine:
             log.info("warm-up generation took %.2f s", time.monotonic() - started)
 
     def start(self) -> None:
+        self._stopping = False
         self._thread = threading.Thread(target=self._work, name="chatterbox-engine", daemon=True)
         self._thread.start()
         self.ready = True
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         """Stops taking requests, cancels the one running (it stops at its next token), fails the waiting
-        ones, and lets the worker exit."""
-        self.ready = False
+        ones, and lets the worker exit; `wait` joins it (not on an event loop: KServe's unload route and
+        signal handler call the model's stop there)."""
+        with self._lock:
+            self.ready = False
+            self._stopping = True
+            running = self._running
         if self._thread is None:
             return
-        if (running := self._running) is not None:
+        if running is not None:
             running.cancelled.set()
         while True:  # fail the waiting requests now rather than leave their clients hanging
             try:
@@ -188,8 +195,9 @@ class Engine:
             if job is not None:
                 job.deliver(EngineNotReady("the server is shutting down"))
         self._queue.put(None)
-        self._thread.join(timeout=60)
-        self._thread = None
+        if wait:
+            self._thread.join(timeout=60)
+            self._thread = None
 
     @property
     def largest_vocoder_input(self) -> int:
@@ -204,9 +212,13 @@ class Engine:
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            if job.cancelled.is_set():
-                continue
-            self._running = job
+            with self._lock:  # stop() either sees this job as running or this sees it stopping
+                if self._stopping:
+                    job.deliver(EngineNotReady("the server is shutting down"))
+                    continue
+                if job.cancelled.is_set():
+                    continue
+                self._running = job
             self.active += 1
             try:
                 for chunk in self.synthesize(job.request, job.cancelled):
@@ -221,7 +233,8 @@ class Engine:
                 job.deliver(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self.active -= 1
-                self._running = None
+                with self._lock:
+                    self._running = None
 
     def submit(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop) -> _Job:
         if not self.ready:

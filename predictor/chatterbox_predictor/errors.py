@@ -1,4 +1,5 @@
-"""The engine's error types. The server maps them to HTTP statuses in one table (`status`).
+"""The engine's error types, each with its HTTP status (`status`); `api.app.error_response` turns one
+into a response, the one place that does.
 
 Retryable errors (the client may try again later) carry `retry_after`; permanent ones say what to fix.
 """
@@ -21,12 +22,6 @@ class InvalidInput(EngineError):
 
 class VoiceNotFound(EngineError):
     status = 404
-
-
-class Unauthorized(EngineError):
-    """No API key, or one that is not configured."""
-
-    status = 401
 
 
 class InvalidVoice(InvalidInput):

@@ -64,13 +64,15 @@ class ChatterboxModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    def stop(self) -> None:
-        """Stops the voice watcher and the engine (KServe calls this on unload and at shutdown)."""
+    def stop(self, wait: bool = False) -> None:
+        """Stops the voice watcher and the engine. KServe calls this on unload and from its signal
+        handler, both on the event loop, so by default nothing is joined (both threads exit by
+        themselves within a token or a scan); `wait` joins them (at process exit)."""
         self.ready = False
         if self.voices is not None:
-            self.voices.stop()
+            self.voices.stop(wait)
         if self.tts_engine is not None:
-            self.tts_engine.stop()
+            self.tts_engine.stop(wait)
 
     def get_input_types(self) -> list[dict]:
         return [t.metadata() for t in V2_INPUTS]

@@ -65,11 +65,14 @@ class VoiceDirectory:
         self._watcher = threading.Thread(target=self._watch, name="voice-watcher", daemon=True)
         self._watcher.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Ends the watcher; `wait` joins it (not on an event loop: a scan may be reading the volume)."""
         self._stop.set()
         if self._watcher is not None:
-            self._watcher.join(timeout=10)
+            if wait:
+                self._watcher.join(timeout=10)
             self._watcher = None
+            log.info("stopped watching %s", self.directory)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.scan_interval):
@@ -114,7 +117,11 @@ class VoiceDirectory:
         return ScanResult(sorted(now), added, removed, changed)
 
     def _refuse_managed(self, name: str, how: str) -> None:
-        owner = voicefile.read_claim(self.directory, name)
+        try:
+            owner = voicefile.read_claim(self.directory, name)
+        except OSError as exc:  # a claim we cannot read may be a Voice resource's: do not touch the file
+            raise VoiceManaged(f"Voice '{name}' has a claim that cannot be read ({exc}); refusing to "
+                               "change it") from exc
         if owner is not None:
             raise VoiceManaged(
                 f"Voice '{name}' is managed by the Voice resource {owner.name} in namespace "

@@ -92,6 +92,10 @@ class VoiceCache:
 
     @property
     def nbytes(self) -> int:
+        with self._lock:  # read by /metrics scrapes while the worker and the watcher change the entries
+            return self._nbytes_locked()
+
+    def _nbytes_locked(self) -> int:
         return sum(e.nbytes for e in self._entries.values())
 
     def __len__(self) -> int:
@@ -110,7 +114,7 @@ class VoiceCache:
         with self._lock:
             self._entries[voice_id] = _Entry(key, conds, nbytes)
             self._entries.move_to_end(voice_id)
-            while len(self._entries) > 1 and self.nbytes > self.max_bytes:
+            while len(self._entries) > 1 and self._nbytes_locked() > self.max_bytes:
                 self._entries.popitem(last=False)
         return conds
 

@@ -75,3 +75,20 @@ def test_a_bad_setting_value_is_refused_before_anything_loads():
     result = subprocess.run([sys.executable, "-m", "chatterbox_predictor", "--variant", "klingon"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'klingon'" in result.stderr
+
+
+def test_unloading_the_model_stops_its_engine_and_voice_watcher_without_stalling_the_server(random_checkpoint,
+                                                                                           server_factory,
+                                                                                           tmp_path):
+    server = server_factory("--model_name", "chatterbox", "--checkpoint_dir", str(random_checkpoint("turbo")),
+                            "--voices_dir", str(tmp_path / "voices"), "--api_keys", "k")
+    server.wait_ready("/v2/health/ready")
+    key = {"X-API-Key": "k"}
+    assert httpx.post(f"{server.url}/v2/repository/models/chatterbox/unload").status_code == 401
+    unloaded = httpx.post(f"{server.url}/v2/repository/models/chatterbox/unload", headers=key, timeout=30)
+    assert unloaded.status_code == 200
+    assert httpx.get(f"{server.url}/health").json()["ready"] is False  # the engine stopped
+    assert httpx.get(f"{server.url}/v2/models/chatterbox/ready").status_code == 404
+    refused = httpx.post(f"{server.url}/tts/generate", headers=key, json={"text": "Anyone there?"})
+    assert refused.status_code == 503
+    assert "stopped watching" in server.log()

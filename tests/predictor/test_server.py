@@ -236,6 +236,12 @@ def test_a_voice_that_a_voice_resource_manages_cannot_be_deleted_or_replaced_her
     assert client.delete("/voices/narrator").status_code == 200  # unmanaged again: the API's to delete
 
 
+def test_an_upload_not_named_voice_id_pth_is_refused_even_with_an_explicit_voice_id(client, voice_bytes):
+    r = client.post("/voices?voice_id=renamed", files={"file": ("x.txt", voice_bytes)})
+    assert r.status_code == 400 and "<voice_id>.pth" in r.json()["detail"]
+    assert "renamed.pth" not in client.get("/voices").json()
+
+
 class _Payload:
     def __reduce__(self):
         return (os.system, ("touch /tmp/chatterbox-pwned",))
@@ -414,6 +420,24 @@ def test_websocket_speaks_text_sent_in_pieces(server):
     assert len(audio) == (TOKENS + 3) * 960 * 2
 
 
+def test_websocket_answers_bad_messages_with_an_error_and_keeps_the_session(server):
+    async def talk():
+        url = server.url.replace("http", "ws") + "/tts/stream"
+        async with websockets.connect(url, additional_headers=HEADERS) as ws:
+            await ws.recv()
+            for bad in ({"text": "Hi.", "voice_id": 5}, {"text": "Hi.", "partial": "false"},
+                        {"text": "x" * 6000, "partial": True}, {"type": "shout"}, ["not", "an", "object"],
+                        {"text": "Hi.", "temperature": -1}):
+                await ws.send(json.dumps(bad))
+            await ws.send(json.dumps({"type": "end"}))
+            return [json.loads(m) async for m in ws]
+
+    events = asyncio.run(talk())
+    assert [e["type"] for e in events] == ["error"] * 6 + ["end"], events
+    assert all(e["status"] == 400 for e in events[:-1])
+    assert "voice_id" in events[0]["detail"] and "partial" in events[1]["detail"]
+
+
 def test_websocket_takes_the_key_in_the_query_where_a_browser_cannot_set_headers(server):
     async def start(query: str) -> dict:
         async with websockets.connect(server.url.replace("http", "ws") + "/tts/stream" + query) as ws:
@@ -431,21 +455,29 @@ def test_a_client_gone_mid_stream_frees_the_worker_and_a_burst_beyond_the_queue_
     long = {"text": "This sentence is here to make the text long enough to take a while. " * 70, "seed": 2}
     with client.stream("POST", "/tts/generate", json=long) as r:
         next(r.iter_raw())  # the first chunk arrived: generation is running; now leave
-    # The worker stops within a chunk (a second or two here); afterwards a burst: one runs, one waits,
-    # the rest get 503.
+    # The worker stops within a chunk (a second or two here).
     deadline = time.monotonic() + 10
     while _metric(client, "chatterbox_generating") != 0:
         assert time.monotonic() < deadline, "the generation went on after its client left"
         time.sleep(0.2)
 
+    # Then a burst while one request is surely running (its first chunk is here): the queue of one takes
+    # exactly one of the burst, the others get 503 at once, and the waiting one is served afterwards.
     async def burst():
         async with httpx.AsyncClient(base_url=server.url, headers=HEADERS, timeout=300) as ac:
-            return await asyncio.gather(*[ac.post("/tts/generate", json={"text": "Burst.", **FAST})
-                                          for _ in range(5)])
+            runner = {"text": "Keeps the worker busy.", "max_new_tokens": 120, "seed": 3}
+            async with ac.stream("POST", "/tts/generate", json=runner) as running:
+                chunks = running.aiter_raw()
+                await anext(chunks)
+                responses = await asyncio.gather(*[ac.post("/tts/generate", json={"text": "Burst.", **FAST})
+                                                   for _ in range(4)])
+                async for _ in chunks:
+                    pass
+                return running.status_code, responses
 
-    responses = asyncio.run(burst())
+    runner_status, responses = asyncio.run(burst())
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) >= 2 and 503 in statuses and set(statuses) <= {200, 503}
+    assert runner_status == 200 and statuses == [200, 503, 503, 503], statuses
     refused = [r for r in responses if r.status_code == 503]
     assert all(r.headers["retry-after"].isdigit() and "waiting" in r.json()["detail"] for r in refused)
 

@@ -18,7 +18,7 @@ from . import metrics
 from .auth import ApiKeys, AuthMiddleware, open_routes
 from .observability import RequestIdMiddleware
 from .openai import openai_router
-from .protocol import GenerateRequest, SpeechRequest, with_text_limit
+from .protocol import DEFAULT_MAX_TEXT_CHARS, GenerateRequest, SpeechRequest, with_text_limit
 from .routes import rest_router
 from .service import TTSService
 from .spec import finish_openapi
@@ -53,12 +53,14 @@ def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: b
     routes = open_routes(open_metrics)
     app.add_exception_handler(EngineError, engine_error)
     app.add_middleware(AuthMiddleware, keys=keys, routes=routes, router_app=app)
-    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: a 401 carries a request id too
+    # Added after the auth middleware, so it wraps it: a 401 carries a request id too.
+    app.add_middleware(RequestIdMiddleware)
     generate, speech = GenerateRequest, SpeechRequest
     if max_text_chars is not None:
         generate = with_text_limit(GenerateRequest, "text", max_text_chars)
         speech = with_text_limit(SpeechRequest, "input", max_text_chars)
     app.include_router(rest_router(service, generate))
     app.include_router(openai_router(service, speech))
-    app.add_api_websocket_route("/tts/stream", websocket_handler(service))
+    limit = max_text_chars if max_text_chars is not None else DEFAULT_MAX_TEXT_CHARS
+    app.add_api_websocket_route("/tts/stream", websocket_handler(service, limit))
     app.openapi = lambda: finish_openapi(app, routes)

@@ -2,28 +2,33 @@
 
 Every HTTP route and WebSocket wants an API key (`X-API-Key: K` or `Authorization: Bearer K`; a
 WebSocket may send `?api_key=K`, since a browser cannot set its headers), except the routes in
-`OPEN_ROUTES`: liveness and readiness probes, which the kubelet and load balancers call without a key,
+`open_routes()`: liveness and readiness probes, which the kubelet and load balancers call without a key,
 and the API's own documentation. `/metrics` is open only with `--open_metrics`.
 
 The middleware matches a request against the app's route table and looks the matched route's path
 template up in `OPEN_ROUTES`, so a route added later (ours or KServe's, whenever it is registered)
 wants the key unless it is listed here, and a request that matches no route wants it too.
-With no key configured at all the API is open (and the server says so at start-up).
+With no key configured at all (neither keys nor a key file) the API is open, and the server says so at
+start-up. A configured key file that is missing or empty opens nothing: every request is refused until
+the file holds a key (a Secret not mounted yet must not turn into an open API).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, urlencode
 
 from chatterbox_common import read_key_file
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
 from . import metrics
+
+log = logging.getLogger(__name__)
 
 # (method, path template) pairs that answer without a key; method None: every method.
 PROBES = frozenset({
@@ -70,18 +75,25 @@ class ApiKeys:
                 stamp = None
             with self._lock:
                 if stamp != self._file_stamp:
-                    self._file_keys = read_key_file(self._file) if stamp else []
+                    try:
+                        self._file_keys = read_key_file(self._file) if stamp else []
+                    except OSError:  # unreadable (a Secret being swapped): no key works until it reads
+                        self._file_keys = []
                     self._file_stamp = stamp
         return self._static + self._file_keys
 
     @property
     def enabled(self) -> bool:
-        return bool(self.keys())
+        """Whether keys are configured at all (a key file counts, even while it is missing or empty)."""
+        return bool(self._static) or self._file is not None
 
     def check(self, presented: str | None) -> bool:
+        if not self.enabled:
+            return True
         keys = self.keys()
         if not keys:
-            return True
+            log.warning("the API key file %s is missing or holds no key: refusing every request", self._file)
+            return False
         if not presented:
             return False
         given = presented.encode()
@@ -89,14 +101,20 @@ class ApiKeys:
         return any([hmac.compare_digest(given, key.encode()) for key in keys])
 
 
-def presented_key(headers: dict[bytes, bytes], query: str, websocket: bool) -> str | None:
+def presented_key(scope) -> str | None:
+    """The key of a request: X-API-Key, else a bearer token, else (a WebSocket only) `?api_key=`, which
+    is then taken out of the query string so that access logs never show it."""
+    headers = dict(scope.get("headers") or [])
     if key := headers.get(b"x-api-key"):
         return key.decode("latin-1")
     auth = headers.get(b"authorization", b"").decode("latin-1")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    if websocket:
-        return (parse_qs(query).get("api_key") or [None])[0]
+    if scope["type"] == "websocket":
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        keys = [v for k, v in query if k == "api_key"]
+        scope["query_string"] = urlencode([(k, v) for k, v in query if k != "api_key"]).encode("latin-1")
+        return keys[0] if keys else None
     return None
 
 
@@ -127,9 +145,7 @@ class AuthMiddleware:
         template = self._route_template(scope)
         if template is not None and is_open(method, template, self.routes):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        if self.keys.check(presented_key(headers, scope.get("query_string", b"").decode("latin-1"),
-                                         websocket)):
+        if self.keys.check(presented_key(scope)):
             return await self.app(scope, receive, send)
         if websocket:
             return await send({"type": "websocket.close", "code": 1008,

@@ -27,7 +27,6 @@ class Tensor:
     datatype: str
     shape: tuple[int, ...]
     description: str
-    required: bool = False
     also: tuple[str, ...] = ()
     """Other datatypes accepted for it (JSON clients often send FP64 floats and INT32 or INT64 ints)."""
 
@@ -38,7 +37,7 @@ class Tensor:
 _FLOAT = ("FP64",)
 _INT = ("INT32", "UINT32", "UINT64")
 V2_INPUTS = (
-    Tensor("text", "BYTES", (1,), "Text to speak (UTF-8).", required=True),
+    Tensor("text", "BYTES", (1,), "Text to speak (UTF-8); the one input that is required."),
     Tensor("voice_id", "BYTES", (1,), "Voice id; empty or absent for the built-in voice."),
     Tensor("language", "BYTES", (1,), "Language id (multilingual variant)."),
     Tensor("seed", "INT64", (1,), "Same seed, same speech.", also=_INT),

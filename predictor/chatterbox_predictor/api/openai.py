@@ -25,7 +25,7 @@ def openai_router(service: TTSService, speech_model: type[SpeechRequest] = Speec
 
     @router.post("/v1/audio/speech", tags=["openai"], response_class=StreamingResponse,
                  operation_id="createSpeech",
-                 responses={200: {"content": {t: {} for t in (*sorted(AUDIO_TYPES), "text/event-stream")},
+                 responses={200: {"content": {t: {} for t in (*AUDIO_TYPES, "text/event-stream")},
                                   "description": "Audio (or events), streamed while it is generated."},
                             **errors(400, 404, 422, 501, 503)})
     async def speech(body: speech_model):  # type: ignore[valid-type]

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from ..audio import FORMATS
 from ..engine import SynthesisRequest
 from ..sampling import RANGES, SamplingParams
+from ..settings import PredictorSettings
 
-DEFAULT_MAX_TEXT_CHARS = 5000
+DEFAULT_MAX_TEXT_CHARS = PredictorSettings.model_fields["max_text_chars"].default
 """Longest text of a request unless the server's --max_text_chars says otherwise (`with_text_limit`)."""
 
 # A voice id: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, never two dots in a

@@ -8,7 +8,7 @@ from chatterbox_voicefile import MAX_VOICE_BYTES, VOICE_SUFFIX
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from ..audio import FORMATS, AudioEncoder
+from ..audio import MEDIA_TYPES, AudioEncoder
 from ..errors import PayloadTooLarge
 from ..voice_directory import upload_file_name
 from .protocol import (
@@ -25,7 +25,7 @@ from .spec import errors, links
 
 log = logging.getLogger(__name__)
 
-AUDIO_TYPES = {AudioEncoder(fmt, 24_000).media_type for fmt in FORMATS}
+AUDIO_TYPES = sorted(set(MEDIA_TYPES.values()))
 
 
 def rest_router(service: TTSService, generate_model: type[GenerateRequest] = GenerateRequest) -> APIRouter:
@@ -40,7 +40,7 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
                               device=str(engine.device))
 
     @router.post("/tts/generate", tags=["tts"], response_class=StreamingResponse, operation_id="generate",
-                 responses={200: {"content": {t: {} for t in sorted(AUDIO_TYPES)},
+                 responses={200: {"content": {t: {} for t in AUDIO_TYPES},
                                   "description": "Audio, streamed while it is generated."},
                             **errors(400, 404, 422, 501, 503)})
     async def generate(body: generate_model):  # type: ignore[valid-type]
@@ -61,13 +61,15 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
             file: UploadFile = File(..., description="A voice file named <voice_id>.pth (a saved "
                                     "Conditionals)."),
             voice_id: str | None = Query(None, max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
-                                         description="The voice id; default: the file's name, which "
-                                         "must then be <voice_id>.pth."),
+                                         description="Store it under this voice id rather than the "
+                                         "file's name."),
             overwrite: bool = Query(False, description="Replace an existing voice.")) -> UploadResponse:
         """Uploads a voice file: validated (name, size, weights-only read, structure) before it lands,
         atomically; a bad upload leaves nothing behind. A voice that a `Voice` resource manages is a
         409: change the resource instead."""
-        name = voice_id or upload_file_name(file.filename or "")
+        # The file is always named <voice_id>.pth; ?voice_id= only stores it under another id.
+        name = upload_file_name(file.filename or "")
+        name = voice_id or name
         raw = await _read_limited(file, MAX_VOICE_BYTES)
         saved = await asyncio.to_thread(service.voices.save, name, raw, overwrite)
         log.info("voice %s uploaded (%d bytes)", saved, len(raw))

@@ -18,8 +18,8 @@ from .auth import is_open
 from .protocol import ErrorDetail
 
 DESCRIPTIONS = {
-    400: "The request is wrong in a way its schema cannot say (e.g. a voice id that is not a name, "
-         "an option a V1/V2 request sends with a wrong type).",
+    400: "The request is wrong in a way its schema cannot say (an upload's file name that is not "
+         "<voice_id>.pth, a V1/V2 tensor or option the model does not take).",
     401: "No API key, or not a configured one (send X-API-Key or Authorization: Bearer).",
     404: "Unknown voice (or model).",
     409: "The voice exists (upload with overwrite=true), or a Voice resource manages it.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 
 from fastapi import WebSocket
 from pydantic import ValidationError
@@ -17,11 +18,15 @@ from ..audio import AudioEncoder
 from ..errors import EngineError
 from ..text import complete_sentences
 from . import metrics
-from .protocol import GenerationOptions
+from .protocol import DEFAULT_MAX_TEXT_CHARS, VOICE_ID_MAX_CHARS, VOICE_ID_PATTERN, GenerationOptions
 from .service import TTSService
 
 
-def websocket_handler(service: TTSService):
+def websocket_handler(service: TTSService, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS):
+    """The `/tts/stream` endpoint; `max_text_chars` bounds the text held while a sentence is incomplete,
+    as it bounds a request's text."""
+
+
     async def tts_stream(websocket: WebSocket):
         """Real-time speech. Send JSON messages `{"text": ..., "voice_id": ..., <options>}`; with
         `"partial": true` the text is buffered and only whole sentences are spoken until a message
@@ -44,12 +49,17 @@ def websocket_handler(service: TTSService):
                     kind = message.pop("type", "text")
                     if kind not in ("text", "flush", "end"):
                         raise ValueError(f"unknown message type {kind!r}")
-                    partial = bool(message.pop("partial", False))
+                    partial = message.pop("partial", False)
+                    if not isinstance(partial, bool):
+                        raise ValueError("partial must be true or false")
                     text = message.pop("text", "")
                     if not isinstance(text, str):
                         raise ValueError("text must be a string")
+                    if len(buffer) + len(text) > max_text_chars:  # refused whole: nothing is half-kept
+                        raise ValueError(f"more than {max_text_chars} characters would wait for the end "
+                                         "of a sentence; send a flush, or end sentences sooner")
                     if "voice_id" in message:
-                        voice = message.pop("voice_id") or None
+                        voice = _voice_id(message.pop("voice_id"))
                     if message:  # options persist for the rest of the session
                         options = GenerationOptions(**{**options.model_dump(exclude_unset=True), **message})
                     buffer += text
@@ -77,6 +87,16 @@ def websocket_handler(service: TTSService):
                 await speaker
 
     return tts_stream
+
+
+def _voice_id(value) -> str | None:
+    """A message's voice id, held to the same rule as the REST API's (the schema's pattern)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > VOICE_ID_MAX_CHARS or not re.match(VOICE_ID_PATTERN, value):
+        raise ValueError("voice_id must be a voice id: 1-100 letters, digits, '.', '_' or '-', starting "
+                         "with a letter or digit")
+    return value
 
 
 def _first_problem(exc: ValidationError) -> str:
