@@ -13,6 +13,7 @@ import torch
 
 from chatterbox_predictor.errors import InvalidVoice, VoiceNotFound
 from chatterbox_predictor.variants import ENGLISH, TURBO
+from chatterbox_predictor.voice_directory import ScanResult, VoiceDirectory
 from chatterbox_predictor.voices import (
     VoiceCache,
     VoiceLibrary,
@@ -218,3 +219,20 @@ def test_the_torch_free_reader_refuses_a_member_that_inflates_beyond_the_limit()
     assert len(buf.getvalue()) < 100_000
     with pytest.raises(voicefile.VoiceFileTooLarge, match="unpacked"):
         voicefile.read_pth(buf.getvalue())
+
+
+def test_a_directory_scan_reports_what_others_added_replaced_and_removed(tmp_path, turbo_voice_bytes):
+    cache = VoiceCache(10**9)
+    library = VoiceLibrary(tmp_path, TURBO, "cpu", cache)
+    directory = VoiceDirectory(library)  # no watcher: every scan here is this test's
+    (tmp_path / "a.pth").write_bytes(turbo_voice_bytes)
+    (tmp_path / ".a.pth.123.tmp").write_bytes(b"half")  # a write in progress is nobody's voice yet
+    assert directory.scan() == ScanResult(["a"], ["a"], [], [])
+    library.get("a")
+    (tmp_path / "a.pth").write_bytes(turbo_voice_bytes + b"")
+    os.utime(tmp_path / "a.pth", ns=(1, 1))
+    (tmp_path / "b.pth").write_bytes(turbo_voice_bytes)
+    assert directory.scan() == ScanResult(["a", "b"], ["b"], [], ["a"])
+    assert len(cache) == 0  # the replaced voice left the cache at once
+    (tmp_path / "a.pth").unlink()
+    assert directory.scan() == ScanResult(["b"], [], ["a"], [])
