@@ -24,6 +24,12 @@ class VoiceNotFound(EngineError):
     status = 404
 
 
+class Unauthorized(EngineError):
+    """No API key, or not a configured one."""
+
+    status = 401
+
+
 class InvalidVoice(InvalidInput):
     """A voice file that is not a loadable voice for this model (never unpickled beyond weights)."""
 

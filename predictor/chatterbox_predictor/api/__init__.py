@@ -6,7 +6,8 @@
 - `routes` (the plan's REST API), `openai` (OpenAI speech), `websocket` (real-time): thin routes;
 - `kserve_v2`: the V1/V2 tensors the KServe model (`model.py`) declares and checks;
 - `observability` (request ids, JSON logs) and `metrics` (Prometheus);
-- `spec`: the OpenAPI document's statuses, links and security; `app`: the wiring.
+- `errors`: the one error-to-response table; `spec`: the OpenAPI document's statuses, links and
+  security; `app`: the wiring.
 
 Nothing here imports kserve: the app is handed in (see `__main__`).
 """

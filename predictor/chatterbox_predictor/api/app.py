@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from ..errors import EngineError
-from . import metrics
 from .auth import ApiKeys, AuthMiddleware, open_routes
+from .errors import error_response
 from .observability import RequestIdMiddleware
 from .openai import openai_router
 from .protocol import DEFAULT_MAX_TEXT_CHARS, GenerateRequest, SpeechRequest, with_text_limit
@@ -25,19 +24,6 @@ from .spec import finish_openapi
 from .websocket import websocket_handler
 
 log = logging.getLogger(__name__)
-
-
-def error_response(exc: EngineError) -> JSONResponse:
-    """The one table from our error types to HTTP: the status is the type's, the body `{"detail"}`."""
-    metrics.ERRORS.labels(type(exc).__name__).inc()
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if exc.status >= 500:
-        log.error("%s: %s", type(exc).__name__, exc)
-    else:
-        log.info("refused with %d: %s", exc.status, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
 
 def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: bool = False,

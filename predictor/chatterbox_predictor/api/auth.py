@@ -6,7 +6,7 @@ WebSocket may send `?api_key=K`, since a browser cannot set its headers), except
 and the API's own documentation. `/metrics` is open only with `--open_metrics`.
 
 The middleware matches a request against the app's route table and looks the matched route's path
-template up in `OPEN_ROUTES`, so a route added later (ours or KServe's, whenever it is registered)
+template up in `open_routes()`, so a route added later (ours or KServe's, whenever it is registered)
 wants the key unless it is listed here, and a request that matches no route wants it too.
 With no key configured at all (neither keys nor a key file) the API is open, and the server says so at
 start-up. A configured key file that is missing or empty opens nothing: every request is refused until
@@ -16,7 +16,6 @@ the file holds a key (a Secret not mounted yet must not turn into an open API).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 from pathlib import Path
@@ -26,7 +25,8 @@ from chatterbox_common import read_key_file
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
-from . import metrics
+from ..errors import Unauthorized
+from .errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class ApiKeys:
                     except OSError:  # unreadable (a Secret being swapped): no key works until it reads
                         self._file_keys = []
                     self._file_stamp = stamp
+                    if not self._file_keys and not self._static:  # said once per change, not per request
+                        log.warning("the API key file %s is missing or holds no key: refusing every "
+                                    "request", self._file)
         return self._static + self._file_keys
 
     @property
@@ -91,10 +94,7 @@ class ApiKeys:
         if not self.enabled:
             return True
         keys = self.keys()
-        if not keys:
-            log.warning("the API key file %s is missing or holds no key: refusing every request", self._file)
-            return False
-        if not presented:
+        if not keys or not presented:
             return False
         given = presented.encode()
         # Compare with every key, without stopping early, in constant time per key.
@@ -150,13 +150,4 @@ class AuthMiddleware:
         if websocket:
             return await send({"type": "websocket.close", "code": 1008,
                                "reason": "missing or invalid API key"})
-        await _unauthorized(send)
-
-
-async def _unauthorized(send) -> None:
-    metrics.ERRORS.labels("Unauthorized").inc()
-    body = json.dumps({"detail": UNAUTHORIZED_DETAIL}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), (b"www-authenticate", b"Bearer")]})
-    await send({"type": "http.response.body", "body": body})
+        await error_response(Unauthorized(UNAUTHORIZED_DETAIL))(scope, receive, send)

@@ -35,6 +35,11 @@ def _ranged(name: str, description: str, **extra):
 
 _NUMBERS = frozenset({*RANGES, "speed"})
 
+def _text_field(max_chars: int, description: str):
+    """A text to speak: at least one character that is not white space, at most `max_chars`."""
+    return Field(..., min_length=1, max_length=max_chars, pattern=r"\S", description=description)
+
+
 VoiceId = Annotated[str, Field(max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN)]
 
 
@@ -83,8 +88,8 @@ class GenerationOptions(BaseModel):
 class GenerateRequest(GenerationOptions):
     """`POST /tts/generate`: the plan's body (`text`, `voice_id`), plus options."""
 
-    text: str = Field(..., min_length=1, max_length=DEFAULT_MAX_TEXT_CHARS, pattern=r"\S",
-                      description="Text to speak (at least one character that is not white space).")
+    text: str = _text_field(DEFAULT_MAX_TEXT_CHARS, "Text to speak (at least one character that is not "
+                            "white space).")
     voice_id: VoiceId | None = Field(None, description="Voice file under /voices, with or without .pth; "
                                      "empty or absent for the model's built-in voice.")
     format: Literal[FORMATS] = Field("wav", description="Audio format of the response.")
@@ -106,8 +111,7 @@ class SpeechRequest(GenerationOptions):
 
     model: str = Field(..., max_length=200, description="Accepted and ignored: this server serves one "
                        "model (OpenAI clients must send one).")
-    input: str = Field(..., min_length=1, max_length=DEFAULT_MAX_TEXT_CHARS, pattern=r"\S",
-                       description="Text to speak.")
+    input: str = _text_field(DEFAULT_MAX_TEXT_CHARS, "Text to speak.")
     voice: VoiceId = Field(..., description="A voice id, or one of OpenAI's voice names (or 'default') "
                            "for the model's built-in voice.")
     instructions: str | None = Field(None, max_length=4096, description="Accepted and ignored: Chatterbox "
@@ -124,9 +128,8 @@ def with_text_limit(model: type[BaseModel], field: str, max_chars: int) -> type[
     if max_chars == DEFAULT_MAX_TEXT_CHARS:
         return model
     info = model.model_fields[field]
-    limited = Field(..., min_length=1, max_length=max_chars, pattern=r"\S", description=info.description)
     return create_model(model.__name__, __base__=model, __doc__=model.__doc__,
-                        **{field: (info.annotation, limited)})
+                        **{field: (info.annotation, _text_field(max_chars, info.description))})
 
 
 # -- responses ---------------------------------------------------------------------------------------
