@@ -1,4 +1,5 @@
-"""Which checkpoint directory the predictor serves: random, explicit, KServe's mount, or a Hub download.
+"""Which checkpoint directory the predictor serves: random, explicit, KServe's mount, the image's baked
+copy, or a Hub download.
 
 The policy sits above both the loader and the random-checkpoint builder, so neither imports the other's
 caller.
@@ -13,6 +14,9 @@ from .random_checkpoint import random_checkpoint_dir
 from .variants import Variant, get_variant
 
 KSERVE_MODEL_DIR = Path("/mnt/models")  # where KServe's storage initializer puts the storageUri's files
+# Where the predictor image bakes a checkpoint in (Dockerfile.predictor's CHECKPOINT_DIR build argument),
+# for clusters that reach neither the Hub nor a storage URI. A mounted /mnt/models still wins over it.
+BAKED_MODEL_DIR = Path("/opt/chatterbox/checkpoint")
 
 
 def download_checkpoint(variant: Variant, cache_dir: Path) -> Path:
@@ -32,13 +36,15 @@ def download_checkpoint(variant: Variant, cache_dir: Path) -> Path:
             f"--random_weights small (CHATTERBOX_RANDOM_WEIGHTS=small; it speaks noise).") from exc
 
 
-def resolve_checkpoint(settings) -> Path:
-    """The checkpoint directory the settings ask for: random, explicit, KServe's mount, or a download."""
+def resolve_checkpoint(settings, model_dirs: tuple[Path, ...] = (KSERVE_MODEL_DIR, BAKED_MODEL_DIR)) -> Path:
+    """The checkpoint directory the settings ask for: random, explicit, the first complete one of
+    KServe's mount and the image's baked copy, else a download."""
     variant = get_variant(settings.variant)
     if settings.random_weights:
         return random_checkpoint_dir(settings.model_cache_dir, variant, settings.random_weights)
     if settings.checkpoint_dir is not None:
         return settings.checkpoint_dir
-    if KSERVE_MODEL_DIR.is_dir() and not variant.missing_files(KSERVE_MODEL_DIR):
-        return KSERVE_MODEL_DIR
+    for directory in model_dirs:
+        if directory.is_dir() and not variant.missing_files(directory):
+            return directory
     return download_checkpoint(variant, settings.model_cache_dir)

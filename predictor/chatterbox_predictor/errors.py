@@ -54,6 +54,13 @@ class VoiceManaged(EngineError):
     status = 409
 
 
+class VoiceStoreError(EngineError):
+    """The voice directory refused a write (not writable by the server's user, full, read-only): a
+    deployment problem that the message names, not the client's."""
+
+    status = 500
+
+
 class PayloadTooLarge(InvalidInput):
     status = 413
 

@@ -19,7 +19,7 @@ import chatterbox_voicefile as voicefile
 from chatterbox_voicefile import VOICE_SUFFIX
 from chatterbox_voicefile.files import fsync_dir, write_atomic
 
-from .errors import InvalidVoiceId, VoiceExists, VoiceManaged, VoiceNotFound
+from .errors import InvalidVoiceId, VoiceExists, VoiceManaged, VoiceNotFound, VoiceStoreError
 from .voices import VoiceLibrary, check_voice_bytes, voice_file_name
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class VoiceDirectory:
         """Scans now, then on a timer in a thread of its own (the event loop never reads the volume)."""
         result = self.scan()
         log.info("voices in %s: %s", self.directory, result.voices)
+        problem = self.writable_problem()
+        if problem:
+            log.warning("%s", problem)
         self._stop.clear()
         self._watcher = threading.Thread(target=self._watch, name="voice-watcher", daemon=True)
         self._watcher.start()
@@ -128,6 +131,20 @@ class VoiceDirectory:
                 f"{owner.namespace}: {how} (the voice operator would undo a change made here).")
 
     # -- writing -----------------------------------------------------------------------------------
+    def writable_problem(self) -> str | None:
+        """Why this process cannot write voice files, or None: said once at start, so that a volume
+        mounted with the wrong owner shows in the log before the first upload fails."""
+        if not self.directory.is_dir():
+            return f"the voice directory {self.directory} does not exist"
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            return (f"the voice directory {self.directory} is not writable by uid {os.getuid()}: uploads "
+                    f"and deletes will fail (give the volume to that user, or set fsGroup in Kubernetes)")
+        return None
+
+    def _store_error(self, exc: OSError) -> VoiceStoreError:
+        return VoiceStoreError(f"the voice directory {self.directory} refused the change: "
+                               f"{exc.strerror or exc}; it must be writable by uid {os.getuid()}")
+
     def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
         """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
         name = voice_file_name(voice_id)
@@ -142,6 +159,8 @@ class VoiceDirectory:
         except FileExistsError:  # the name was taken between the check above and the link
             raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to "
                               "replace it.") from None
+        except OSError as exc:
+            raise self._store_error(exc) from exc
         self.library.cache.evict(target.stem)
         return name
 
@@ -152,6 +171,8 @@ class VoiceDirectory:
             (self.directory / name).unlink()
         except FileNotFoundError:
             raise VoiceNotFound(f"Voice '{voice_id}' not found.") from None
+        except OSError as exc:
+            raise self._store_error(exc) from exc
         fsync_dir(self.directory)
         self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
         return name

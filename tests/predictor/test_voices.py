@@ -11,7 +11,7 @@ import chatterbox_voicefile as voicefile
 import pytest
 import torch
 
-from chatterbox_predictor.errors import InvalidVoice, VoiceNotFound
+from chatterbox_predictor.errors import InvalidVoice, VoiceNotFound, VoiceStoreError
 from chatterbox_predictor.variants import ENGLISH, TURBO
 from chatterbox_predictor.voice_directory import ScanResult, VoiceDirectory
 from chatterbox_predictor.voices import (
@@ -236,3 +236,22 @@ def test_a_directory_scan_reports_what_others_added_replaced_and_removed(tmp_pat
     assert len(cache) == 0  # the replaced voice left the cache at once
     (tmp_path / "a.pth").unlink()
     assert directory.scan() == ScanResult(["b"], [], ["a"], [])
+
+
+def test_a_write_the_voice_directory_refuses_answers_a_store_error_naming_the_directory(tmp_path,
+                                                                                       turbo_voice_bytes):
+    """A directory squatting on the voice's file name stands for any write the volume refuses (tests
+    run as root, whom permissions do not stop); the container tier shows the real case, a volume that
+    uid 1000 may not write."""
+    directory = VoiceDirectory(VoiceLibrary(tmp_path, TURBO, "cpu", VoiceCache(10**9)))
+    assert directory.writable_problem() is None
+    (tmp_path / "alpha.pth").mkdir()
+    with pytest.raises(VoiceStoreError, match=f"voice directory {tmp_path} refused the change") as info:
+        directory.save("alpha", turbo_voice_bytes, overwrite=True)
+    assert info.value.status == 500
+    assert [p.name for p in tmp_path.iterdir()] == ["alpha.pth"]  # no temporary file left behind
+
+
+def test_a_missing_voice_directory_is_reported_before_the_first_upload(tmp_path):
+    directory = VoiceDirectory(VoiceLibrary(tmp_path / "absent", TURBO, "cpu", VoiceCache(10**9)))
+    assert "does not exist" in directory.writable_problem()

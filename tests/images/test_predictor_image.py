@@ -1,0 +1,83 @@
+"""The predictor image, run the plan's way: `docker run` with a volume at /voices, the port published,
+random weights and a key from a mounted file. Upload, list, generate, delete, as a user of a single
+RunPod GPU pod would."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+
+from tests.support.containers import APPUSER, docker, ffprobe
+
+TEXT = {"text": "Hello from the container.", "seed": 3, "max_new_tokens": 20}
+
+
+def test_the_image_declares_its_user_port_health_check_and_entry_point(images):
+    config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", images.predictor))
+    assert config["User"] == f"{APPUSER}:{APPUSER}"
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"][0] == "CMD" and "/health" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Entrypoint"] == ["python", "-m", "chatterbox_predictor"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["HF_HOME"].startswith("/home/appuser/") and env["CHATTERBOX_VOICES_DIR"] == "/voices"
+
+
+def test_the_container_runs_as_a_non_root_user_and_docker_reports_it_healthy(predictor):
+    status = predictor.container.exec("cat", "/proc/1/status")
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {str(APPUSER)}  # real, effective, saved and file-system uid
+    assert predictor.container.inspect("{{.State.Health.Status}}") == "healthy"
+    # Its caches are its own to write, with no volume over them.
+    predictor.container.exec("touch", "/home/appuser/.cache/huggingface/probe",
+                             "/home/appuser/.cache/chatterbox-predictor/probe")
+
+
+def test_without_the_key_from_the_mounted_file_only_the_probes_answer(predictor):
+    assert httpx.get(f"{predictor.url}/voices").status_code == 401
+    assert httpx.get(f"{predictor.url}/voices", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert httpx.get(f"{predictor.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{predictor.url}/voices", headers=predictor.headers).status_code == 200
+
+
+def test_the_plans_flow_upload_list_generate_delete(predictor, voice_bytes, tmp_path):
+    url, headers = predictor.url, predictor.headers
+    # A fresh host directory belongs to root: the server says what is wrong instead of failing blind.
+    os.chown(predictor.voices, 0, 0)
+    refused = httpx.post(f"{url}/voices", headers=headers, files={"file": ("narrator.pth", voice_bytes)})
+    assert refused.status_code == 500, refused.text
+    assert f"must be writable by uid {APPUSER}" in refused.json()["detail"]
+    assert "is not writable by uid 1000" in predictor.container.logs()  # said at start, before any upload
+    os.chown(predictor.voices, APPUSER, APPUSER)  # what the README tells a RunPod user to do
+
+    created = httpx.post(f"{url}/voices", headers=headers, files={"file": ("narrator.pth", voice_bytes)})
+    assert created.status_code in (200, 201), created.text
+    assert "narrator.pth" in httpx.get(f"{url}/voices", headers=headers).json()
+    assert (predictor.voices / "narrator.pth").stat().st_uid == APPUSER
+
+    resp = httpx.post(f"{url}/tts/generate", headers=headers, json={**TEXT, "voice_id": "narrator"},
+                      timeout=300)
+    assert resp.status_code == 200, resp.text
+    wav = tmp_path / "narrator.wav"
+    wav.write_bytes(resp.content)
+    probe = ffprobe(wav)
+    stream = probe["streams"][0]
+    assert stream["codec_type"] == "audio" and stream["codec_name"] == "pcm_s16le"
+    assert int(stream["sample_rate"]) == 24000 and int(stream["nb_read_frames"]) > 0
+
+    assert httpx.delete(f"{url}/voices/narrator", headers=headers).status_code in (200, 204)
+    assert "narrator.pth" not in httpx.get(f"{url}/voices", headers=headers).json()
+    assert not (predictor.voices / "narrator.pth").exists()
+
+
+def test_a_voice_dropped_into_the_volume_from_outside_is_served_after_reload(predictor, voice_bytes):
+    url, headers = predictor.url, predictor.headers
+    # Written by another machine sharing the network volume (here: this host, as root).
+    (predictor.voices / "dropped.pth").write_bytes(voice_bytes)
+    (predictor.voices / "dropped.pth").chmod(0o644)
+    reload = httpx.post(f"{url}/voices/reload", headers=headers)
+    assert reload.status_code == 200 and "dropped.pth" in reload.json()["voices"]
+    resp = httpx.post(f"{url}/tts/generate", headers=headers, json={**TEXT, "voice_id": "dropped"},
+                      timeout=300)
+    assert resp.status_code == 200 and resp.content[:4] == b"RIFF", resp.text
