@@ -13,10 +13,10 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint tools bench clean
+.PHONY: help install run test lint tools bench kind-e2e clean
 
 help:  ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## Create .venv with our packages (editable) and the test tools.
 
@@ -46,6 +46,10 @@ test: install tools lint  ## Everything CI runs: lint, then every test tier (slo
 
 bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)
+
+# Not part of `make test`: it needs Docker and internet (kind's node image, KServe's charts), which CI lacks.
+kind-e2e:  ## End to end on a local kind cluster with KServe (Docker, kind, internet); KEEP_CLUSTER=1 keeps it.
+	bash hack/kind-e2e.sh
 
 clean:  ## Remove the venv, bin/ and caches (the per-version tool cache in ~/.cache stays).
 	rm -rf $(VENV) bin .pytest_cache .ruff_cache
