@@ -13,10 +13,10 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint tools bench kind-e2e clean
+.PHONY: help install run test test-images images lint tools bench kind-e2e clean
 
 help:  ## List the targets.
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## Create .venv with our packages (editable) and the test tools.
 
@@ -43,6 +43,12 @@ tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules in
 
 test: install tools lint  ## Everything CI runs: lint, then every test tier (slow ones included).
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-images: install tools  ## Only the image tier: builds both images and runs them with Docker.
+	$(BIN)/pytest -m images $(PYTEST_ARGS)
+
+images:  ## Build both images (Docker's classic builder; a stand-in base where no registry answers).
+	bash hack/build-images.sh
 
 bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)

@@ -12,7 +12,7 @@
 # Environment: CLUSTER_NAME (chatterbox-e2e), KEEP_CLUSTER=1 (keep the cluster after the run, for a
 # faster re-run or a look around; it is reused when it exists), KIND / KUBECTL / HELM (the binaries; by
 # default bin/kubectl and bin/helm from `make tools` when present, else PATH), IMAGE_TAG /
-# PREDICTOR_IMAGE / OPERATOR_IMAGE (repositories without the tag; passed on to `make images`),
+# PREDICTOR_REPOSITORY / OPERATOR_REPOSITORY (the images are built as REPOSITORY:IMAGE_TAG),
 # NAMESPACE (chatterbox), LOCAL_PORT (18080, for the port-forward), KIND_NODE_IMAGE.
 set -euo pipefail
 
@@ -33,8 +33,8 @@ KEEP_CLUSTER=${KEEP_CLUSTER:-0}
 NAMESPACE=${NAMESPACE:-chatterbox}
 LOCAL_PORT=${LOCAL_PORT:-18080}
 IMAGE_TAG=${IMAGE_TAG:-0.1.0}
-PREDICTOR_IMAGE=${PREDICTOR_IMAGE:-ghcr.io/chatterbox-k8s/chatterbox-predictor}
-OPERATOR_IMAGE=${OPERATOR_IMAGE:-ghcr.io/chatterbox-k8s/voice-operator}
+PREDICTOR_REPOSITORY=${PREDICTOR_REPOSITORY:-ghcr.io/chatterbox-k8s/chatterbox-predictor}
+OPERATOR_REPOSITORY=${OPERATOR_REPOSITORY:-ghcr.io/chatterbox-k8s/voice-operator}
 KIND=${KIND:-kind}
 KUBECTL=${KUBECTL:-$([[ -x $root/bin/kubectl ]] && echo "$root/bin/kubectl" || echo kubectl)}
 HELM=${HELM:-$([[ -x $root/bin/helm ]] && echo "$root/bin/helm" || echo helm)}
@@ -134,13 +134,14 @@ spec: {selfSigned: {}}'
   until_admitted KServe "apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata: {name: e2e-webhook-probe, namespace: default}
-spec: {predictor: {containers: [{name: kserve-container, image: $PREDICTOR_IMAGE:$IMAGE_TAG}]}}"
+spec: {predictor: {containers: [{name: kserve-container, image: $PREDICTOR_REPOSITORY:$IMAGE_TAG}]}}"
 }
 
 build_and_load_images() {
   step "4/7 make images, then kind load ($IMAGE_TAG)"
-  make -C "$root" images IMAGE_TAG="$IMAGE_TAG" PREDICTOR_IMAGE="$PREDICTOR_IMAGE" OPERATOR_IMAGE="$OPERATOR_IMAGE"
-  "$KIND" load docker-image --name "$CLUSTER_NAME" "$PREDICTOR_IMAGE:$IMAGE_TAG" "$OPERATOR_IMAGE:$IMAGE_TAG"
+  PREDICTOR_IMAGE="$PREDICTOR_REPOSITORY:$IMAGE_TAG" OPERATOR_IMAGE="$OPERATOR_REPOSITORY:$IMAGE_TAG" \
+    make -C "$root" images
+  "$KIND" load docker-image --name "$CLUSTER_NAME" "$PREDICTOR_REPOSITORY:$IMAGE_TAG" "$OPERATOR_REPOSITORY:$IMAGE_TAG"
 }
 
 install_chart() {
@@ -156,7 +157,7 @@ install_chart() {
 predictor:
   mode: InferenceService
   name: $ISVC
-  image: {repository: $PREDICTOR_IMAGE, tag: "$IMAGE_TAG", pullPolicy: Never}
+  image: {repository: $PREDICTOR_REPOSITORY, tag: "$IMAGE_TAG", pullPolicy: Never}
   gpu: 0
   randomWeights: small
   storageUri: ""
@@ -166,7 +167,7 @@ predictor:
     requests: {cpu: 500m, memory: 3Gi}
     limits: {memory: 8Gi}
 operator:
-  image: {repository: $OPERATOR_IMAGE, tag: "$IMAGE_TAG", pullPolicy: Never}
+  image: {repository: $OPERATOR_REPOSITORY, tag: "$IMAGE_TAG", pullPolicy: Never}
 voices:
   accessModes: [ReadWriteOnce]   # kind's "standard" class (local-path) offers nothing else; one node
   size: 1Gi

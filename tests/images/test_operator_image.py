@@ -26,6 +26,8 @@ from tests.support.controlplane import REPO_ROOT, free_port, unique_name
 OPERATOR_NS, OPERATOR_SA = "chatterbox", "voice-operator"  # as the manifests name them
 MAX_IMAGE_BYTES = 300 * 1024 * 1024  # the bound: slim, no torch
 
+pytestmark = pytest.mark.images
+
 
 @pytest.fixture(scope="module")
 def cluster(control_plane):

@@ -8,10 +8,14 @@ import json
 import os
 
 import httpx
+import pytest
 
 from tests.support.containers import APPUSER, docker, ffprobe
 
 TEXT = {"text": "Hello from the container.", "seed": 3, "max_new_tokens": 20}
+
+
+pytestmark = pytest.mark.images
 
 
 def test_the_image_declares_its_user_port_health_check_and_entry_point(images):
