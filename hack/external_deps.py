@@ -3,6 +3,7 @@ dependency layer: our own chatterbox-* packages are installed later, from source
 own, so that a change to our code does not reinstall torch."""
 
 import sys
+
 import tomllib
 
 OURS = "chatterbox-"  # chatterbox-common, chatterbox-voicefile (chatterbox-tts is installed with --no-deps)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import httpx
 import pytest
 
 from tests.support.containers import APPUSER, docker, ffprobe
+from tests.support.controlplane import REPO_ROOT, unique_name
 
 TEXT = {"text": "Hello from the container.", "seed": 3, "max_new_tokens": 20}
 
@@ -85,3 +88,35 @@ def test_a_voice_dropped_into_the_volume_from_outside_is_served_after_reload(pre
     resp = httpx.post(f"{url}/tts/generate", headers=headers, json={**TEXT, "voice_id": "dropped"},
                       timeout=300)
     assert resp.status_code == 200 and resp.content[:4] == b"RIFF", resp.text
+
+
+def test_a_build_argument_bakes_a_checkpoint_directory_in_and_the_server_picks_it(images):
+    """CHECKPOINT_DIR names a directory of the build context; its files land in the image and are
+    served when nothing else is given. The files here are empty stand-ins with the variant's names (the
+    choice looks at names; loading real files is the unit tiers' business), and the build reuses every
+    layer above the checkpoint's, so it takes seconds."""
+    from chatterbox_predictor.variants import get_variant
+
+    baked = REPO_ROOT / "checkpoint" / unique_name(".image-tier")  # checkpoint/ is in the build context
+    baked.mkdir()
+    tag = f"{images.predictor}-baked"
+    try:
+        for name in get_variant("turbo").required_files:
+            (baked / name).write_bytes(b"")
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "hack/build-images.sh"), "predictor"],
+            env={**os.environ, "PREDICTOR_IMAGE": tag,
+                 "BUILD_ARGS": f"--build-arg CHECKPOINT_DIR={baked.relative_to(REPO_ROOT)}"},
+            capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        chosen = docker("run", "--rm", "--entrypoint", "python", tag, "-c",
+                        "from chatterbox_predictor.checkpoints import resolve_checkpoint; "
+                        "from chatterbox_predictor.settings import PredictorSettings; "
+                        "print(resolve_checkpoint(PredictorSettings.load(environ={})))")
+        assert chosen.strip() == "/opt/chatterbox/checkpoint"
+        # The default build bakes checkpoint/ as it is in git: its README, which makes no checkpoint.
+        readme = docker("run", "--rm", "--entrypoint", "ls", images.predictor, "/opt/chatterbox/checkpoint")
+        assert readme.split() == ["README.md"]
+    finally:
+        shutil.rmtree(baked, ignore_errors=True)
+        docker("rmi", tag, check=False)

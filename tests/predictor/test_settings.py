@@ -91,3 +91,23 @@ def test_settings_are_frozen_and_the_module_imports_neither_torch_nor_kserve():
     code = ("import sys, chatterbox_predictor.settings; "
             "heavy = {'torch', 'kserve'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_checkpoint_comes_from_the_flag_then_kserves_mount_then_the_image_then_the_hub(tmp_path):
+    """The first complete directory wins: a storage initializer's /mnt/models over a checkpoint baked
+    into the image (Dockerfile.predictor's CHECKPOINT_DIR), and a partial one is passed over."""
+    from chatterbox_predictor.checkpoints import resolve_checkpoint
+    from chatterbox_predictor.variants import get_variant
+
+    turbo = get_variant("turbo")
+    mounted, baked, explicit = tmp_path / "mnt-models", tmp_path / "baked", tmp_path / "explicit"
+    for directory in (mounted, baked):
+        directory.mkdir()
+        for name in turbo.required_files:
+            (directory / name).write_bytes(b"")
+    dirs = (mounted, baked)
+    settings = PredictorSettings.load(environ={"CHATTERBOX_MODEL_CACHE_DIR": str(tmp_path / "cache")})
+    assert resolve_checkpoint(settings, dirs) == mounted
+    assert resolve_checkpoint(settings.model_copy(update={"checkpoint_dir": explicit}), dirs) == explicit
+    (mounted / turbo.required_files[0]).unlink()  # a half-finished download is no checkpoint
+    assert resolve_checkpoint(settings, dirs) == baked
