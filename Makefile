@@ -35,8 +35,10 @@ $(VENV)/.installed: predictor/pyproject.toml predictor/common/pyproject.toml pre
 run: install  ## Start the predictor (KServe model server) on :8080; offline: make run ARGS="--random_weights small".
 	$(BIN)/python -m chatterbox_predictor --enable_grpc false --voices_dir voices $(ARGS)
 
-lint: install  ## ruff over everything.
+lint: install  ## ruff over the Python, hadolint over the Dockerfiles, shellcheck over the scripts.
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile.predictor Dockerfile.operator
+	$(BIN)/shellcheck -x --source-path=SCRIPTDIR hack/*.sh
 
 tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules into bin/.
 	bash hack/build-tools.sh
