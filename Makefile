@@ -13,10 +13,10 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint tools bench clean
+.PHONY: help install run test lint tools manifests bench clean
 
 help:  ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## Create .venv with our packages (editable) and the test tools.
 
@@ -43,6 +43,9 @@ tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules in
 
 test: install tools lint  ## Everything CI runs: lint, then every test tier (slow ones included).
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+manifests:  ## Render manifests/ from the Helm chart (hack/render-manifests.sh, hack/manifests-values.yaml).
+	bash hack/render-manifests.sh
 
 bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)
