@@ -83,9 +83,12 @@ def test_install_upgrade_and_uninstall_leave_nothing_of_the_release(kube, cluste
     values = [*set_args(name), "--namespace", namespace]
     # --take-ownership: the CRDs may already be on the API server from `kubectl apply -f manifests/`
     # (the operator tier, in the same session); a cluster has one copy of each, and this release adopts it.
-    cluster_helm.run("install", release, str(CHART), *values, "--take-ownership")
+    installed = cluster_helm.run("install", release, str(CHART), *values, "--take-ownership").stdout
     secret_name = f"{release}-chatterbox-tts-api-key"
     key_before = _api_key(kube, namespace, secret_name, name)
+    # NOTES.txt says how to read the key, never the key itself.
+    assert f"get secret {secret_name} -o jsonpath" in installed and "/tts/generate" in installed
+    assert key_before is None or key_before not in installed
 
     cluster_helm.run("upgrade", release, str(CHART), *values, "--set", "predictor.settings.queueSize=32",
                      "--set", "voices.annotations.changed=yes")

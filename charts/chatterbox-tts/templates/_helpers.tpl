@@ -179,9 +179,10 @@ watched namespace, so that the two modes differ only in where they apply.
   verbs: [list]
 # kopf peering: replicas announce themselves here, and all but one pause (safe with replicas > 1);
 # the operator creates the peering object at start when it is missing. Cluster-wide operators meet in
-# a ClusterKopfPeering, namespaced ones in a KopfPeering in each namespace they serve.
+# a ClusterKopfPeering, namespaced ones in a KopfPeering in each namespace they serve; the ClusterRole
+# grants both, as its holder may also be narrowed to some namespaces (VOICE_OPERATOR_NAMESPACES).
 - apiGroups: [kopf.dev]
-  resources: [{{ if .clusterwide }}clusterkopfpeerings{{ else }}kopfpeerings{{ end }}]
+  resources: [{{ if .clusterwide }}clusterkopfpeerings, {{ end }}kopfpeerings]
   verbs: [get, list, watch, patch, create]
 {{- end -}}
 
