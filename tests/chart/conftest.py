@@ -38,11 +38,12 @@ def helm(tmp_path_factory) -> Helm:
 def kube(control_plane):
     """The control plane with the InferenceService CRD established and the watched namespaces created."""
     control_plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(inferenceservice_crd()))
-    # Polled rather than `kubectl wait`, which fails outright on a CRD whose status has no conditions yet.
+    # Polled rather than `kubectl wait`: both fail outright (not "not yet") on a CRD whose status has no
+    # conditions yet, so a failed query counts as "not yet" here.
     deadline = time.monotonic() + 60
     while control_plane.kubectl(
             "get", "crd/inferenceservices.serving.kserve.io", "-o",
-            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout != "True":
+            "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False).stdout != "True":
         assert time.monotonic() < deadline, "the InferenceService CRD was never established"
         time.sleep(0.2)
     for namespace in WATCHED:
