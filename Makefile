@@ -13,7 +13,7 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-images images lint tools bench kind-e2e clean
+.PHONY: help install run test test-images images lint tools manifests bench kind-e2e clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test-images: install tools  ## Only the image tier: builds both images and runs 
 
 images:  ## Build both images (Docker's classic builder; a stand-in base where no registry answers).
 	bash hack/build-images.sh
+
+manifests:  ## Render manifests/ from the Helm chart (hack/render-manifests.sh, hack/manifests-values.yaml).
+	bash hack/render-manifests.sh
 
 bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)
