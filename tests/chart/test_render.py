@@ -110,6 +110,8 @@ def test_the_runpod_set_uses_the_existing_claim_and_hands_the_token_to_kserve(he
     assert account["secrets"] == [{"name": "hf-token"}]  # where KServe's storage initializer finds HF_TOKEN
     token = _env(spec["containers"][0])["HF_TOKEN"]
     assert token == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}
+    assert spec["runtimeClassName"] == "nvidia"
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
 def test_the_deployment_set_renders_a_plain_deployment_service_and_hpa_without_a_gpu(helm):
