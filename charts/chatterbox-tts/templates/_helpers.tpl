@@ -203,9 +203,13 @@ env:
   - {name: CHATTERBOX_DEVICE, value: {{ $p.device | quote }}}
   - {name: CHATTERBOX_DTYPE, value: {{ $p.dtype | quote }}}
   - {name: CHATTERBOX_VOICES_DIR, value: /voices}
-  # Hub downloads and generated checkpoints go to an emptyDir (the root file system is read-only).
+  # Hub downloads, generated checkpoints and compiled code go to an emptyDir (the root file system is
+  # read-only). numba: librosa compiles with cache=True at import, and numba refuses to import where it
+  # cannot write that cache; XDG_CACHE_HOME for any other library that caches under ~/.cache.
   - {name: CHATTERBOX_MODEL_CACHE_DIR, value: /var/cache/chatterbox}
   - {name: HF_HOME, value: /var/cache/chatterbox/huggingface}
+  - {name: NUMBA_CACHE_DIR, value: /var/cache/chatterbox/numba}
+  - {name: XDG_CACHE_HOME, value: /var/cache/chatterbox/xdg}
   - {name: CHATTERBOX_API_KEYS_FILE, value: {{ include "chatterbox-tts.keyFile" . }}}
   - {name: CHATTERBOX_OPEN_METRICS, value: {{ $p.settings.openMetrics | quote }}}
   - {name: CHATTERBOX_QUEUE_SIZE, value: {{ $p.settings.queueSize | quote }}}
