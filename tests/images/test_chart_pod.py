@@ -7,12 +7,11 @@ probes' paths and speaks, as the kubelet and a client would."""
 from __future__ import annotations
 
 import base64
-import os
 
 import httpx
 import pytest
 
-from tests.support.containers import API_KEY, ffprobe, run_container, wait_http
+from tests.support.containers import API_KEY, ffprobe, pod_docker_args, run_container, wait_http
 from tests.support.controlplane import REPO_ROOT, free_port
 from tests.support.helm import Helm
 
@@ -30,43 +29,14 @@ def _pod_spec(tmp_path) -> dict:
     return deployment["spec"]["template"]["spec"], secrets
 
 
-def _docker_args(pod: dict, secrets: dict, tmp_path, port: int) -> tuple[list[str], str]:
-    """`docker run` arguments for the pod's first container, and the container's port."""
-    container = pod["containers"][0]
-    security, pod_security = container["securityContext"], pod["securityContext"]
-    uid, gid = pod_security["runAsUser"], pod_security["fsGroup"]
-    # fsGroup joins the container's groups, and owns its volumes (below).
-    args = ["--user", f"{uid}:{pod_security.get('runAsGroup', 0)}", "--group-add", str(gid),
-            "--security-opt", "no-new-privileges"]
-    if security.get("readOnlyRootFilesystem"):
-        args.append("--read-only")
-    args += [f"--cap-drop={cap}" for cap in security["capabilities"]["drop"]]
-    for env in container["env"]:
-        if "value" in env:  # valueFrom (a Secret's HF token) has no value to give without a kubelet
-            args += ["-e", f"{env['name']}={env['value']}"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    for mount in container["volumeMounts"]:
-        volume, host = volumes[mount["name"]], tmp_path / "volumes" / mount["name"]
-        host.mkdir(parents=True)
-        if "secret" in volume:
-            data = secrets[volume["secret"]["secretName"]]["data"]
-            for item in volume["secret"]["items"]:
-                (host / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
-                (host / item["path"]).chmod(0o644)
-        else:  # an emptyDir or a claim: group-owned by fsGroup, as the kubelet makes them
-            os.chown(host, 0, gid)
-            host.chmod(0o2775)
-        args += ["-v", f"{host}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
-    container_port = container["ports"][0]["containerPort"]
-    args += ["-p", f"127.0.0.1:{port}:{container_port}"]
-    return args, container
-
-
 def test_the_predictor_serves_in_the_container_the_charts_pod_spec_describes(images, voice_bytes, tmp_path):
     pod, secrets = _pod_spec(tmp_path)
-    port = free_port()
-    args, spec = _docker_args(pod, secrets, tmp_path, port)
+    spec, port = pod["containers"][0], free_port()
+    secret_files = {name: {key: base64.b64decode(value) for key, value in secret["data"].items()}
+                    for name, secret in secrets.items()}
+    args = pod_docker_args(pod, tmp_path, secret_files=secret_files)
     assert "--read-only" in args and "--cap-drop=ALL" in args  # what this test is about
+    args += ["-p", f"127.0.0.1:{port}:{spec['ports'][0]['containerPort']}"]
     url = f"http://127.0.0.1:{port}"
     container = run_container(images.predictor, *spec.get("args", []), docker_args=tuple(args))
     try:

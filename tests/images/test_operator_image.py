@@ -1,7 +1,8 @@
 """The operator image against the test control plane, sharing /voices with the predictor container: a
 Voice with a ConfigMap source becomes Ready, its file appears, and the predictor lists it and speaks
-with it. The operator runs as it does in the chart: under its ServiceAccount's token (the chart's RBAC,
-from manifests/), as uid 1000, on a read-only root file system with every capability dropped."""
+with it. The operator runs as the chart's pod spec says (manifests/operator-deployment.yaml), with its
+ServiceAccount's token and so the chart's RBAC, as uid 1000, on a read-only root file system with every
+capability dropped."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import yaml
 from tests.support.containers import (
     API_KEY,
     APPUSER,
-    container_kubeconfig,
     docker,
     ffprobe,
+    pod_docker_args,
     run_container,
+    service_account_mount,
     wait_http,
 )
 from tests.support.controlplane import REPO_ROOT, free_port, unique_name
@@ -40,23 +42,25 @@ def cluster(control_plane):
 
 @pytest.fixture(scope="module")
 def operator(images, cluster, predictor, tmp_path_factory):
-    """The operator container on the host's network (the control plane listens on loopback), with the
-    predictor container's /voices directory mounted at its /voices."""
-    config = tmp_path_factory.mktemp("operator-config")
-    config.chmod(0o755)
-    container_kubeconfig(cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA), config)
-    (config / "api-key").write_text(API_KEY + "\n")
-    (config / "api-key").chmod(0o644)
-    os.chown(predictor.voices, APPUSER, APPUSER)  # the volume as the chart's fsGroup makes it
+    """The operator container as manifests/operator-deployment.yaml (the chart's render) describes its
+    pod: that environment, user, read-only root and dropped capabilities; its ServiceAccount's token
+    where a kubelet puts it; the predictor container's /voices directory as its claim. It shares the
+    host's network, where the control plane listens on loopback."""
+    scratch = tmp_path_factory.mktemp("operator")
+    deployment = yaml.safe_load((REPO_ROOT / "manifests/operator-deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == OPERATOR_SA
+    os.chown(predictor.voices, APPUSER, APPUSER)  # the claim, as the chart's fsGroup makes it
     liveness = free_port()
-    container = run_container(images.operator, docker_args=(
-        "--network", "host", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "-v", f"{predictor.voices}:/voices", "-v", f"{config}:/config:ro",
-        "-e", "KUBECONFIG=/config/kubeconfig", "-e", "VOICE_OPERATOR_API_KEY_FILE=/config/api-key",
-        "-e", f"VOICE_OPERATOR_LIVENESS_PORT={liveness}",
-        # A peering object of its own: the operator tier's process may use the default one.
-        "-e", "VOICE_OPERATOR_PEERING=image-tier"))
+    args = pod_docker_args(
+        pod, scratch, binds={"voices": predictor.voices},
+        secret_files={"chatterbox-api-key": {"api-key": API_KEY.encode()}},
+        # Host network: another port than the pod's own 8080, and a peering object of this tier's own
+        # (the operator tier's process may use the default one).
+        env={"VOICE_OPERATOR_LIVENESS_PORT": str(liveness), "VOICE_OPERATOR_PEERING": "image-tier"})
+    args += service_account_mount(cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA), scratch,
+                                  cluster.port)
+    container = run_container(images.operator, docker_args=("--network", "host", *args))
     try:
         wait_http(f"http://127.0.0.1:{liveness}/healthz")
         yield container

@@ -1,10 +1,10 @@
 """Docker for the image tier: run a command, a container this tier started, Docker's health status,
-ffprobe's view of audio, and a kubeconfig a container can read."""
+ffprobe's view of audio, and a pod spec's container given to Docker as a kubelet would run it."""
 
 from __future__ import annotations
 
-import base64
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -89,21 +89,6 @@ def ffprobe(path: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def container_kubeconfig(kubeconfig: Path, directory: Path) -> Path:
-    """A copy of `kubeconfig` that a container can read: the CA inlined (its file is not mounted), and
-    readable by the container's user."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    for cluster in config["clusters"]:
-        ca_file = cluster["cluster"].pop("certificate-authority", None)
-        if ca_file:
-            cluster["cluster"]["certificate-authority-data"] = base64.b64encode(
-                Path(ca_file).read_bytes()).decode()
-    path = directory / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o644)
-    return path
-
-
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -114,3 +99,65 @@ def wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} never answered 200")
+
+
+def pod_docker_args(pod: dict, scratch: Path, *, binds: dict[str, Path] | None = None,
+                    secret_files: dict[str, dict[str, bytes]] | None = None,
+                    env: dict[str, str] | None = None) -> list[str]:
+    """`docker run` arguments that give a container what `pod`'s first container gets from a kubelet:
+    its user and groups, its securityContext (read-only root, dropped capabilities, no privilege
+    escalation), its plain environment (then `env` on top), and its mounts. A volume named in `binds`
+    is that host directory; a Secret volume holds `secret_files[secretName]`'s items; any other volume
+    (emptyDir, a claim) is a fresh directory under `scratch`, owned by fsGroup as the kubelet makes it.
+    Secret-sourced variables (valueFrom) are left out: no kubelet resolves them here."""
+    container, pod_security = pod["containers"][0], pod.get("securityContext", {})
+    security = container.get("securityContext", {})
+    uid, gid = pod_security["runAsUser"], pod_security.get("fsGroup")
+    args = ["--user", f"{uid}:{pod_security.get('runAsGroup', 0)}"]
+    if gid is not None:
+        args += ["--group-add", str(gid)]
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    if security.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    args += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    variables = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    for name, value in {**variables, **(env or {})}.items():
+        args += ["-e", f"{name}={value}"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        name, volume = mount["name"], volumes[mount["name"]]
+        if binds and name in binds:
+            host = binds[name]
+        elif "secret" in volume:
+            host = scratch / "volumes" / name
+            host.mkdir(parents=True)
+            files = (secret_files or {})[volume["secret"]["secretName"]]
+            for item in volume["secret"]["items"]:
+                (host / item["path"]).write_bytes(files[item["key"]])
+                (host / item["path"]).chmod(0o644)
+        else:
+            host = scratch / "volumes" / name
+            host.mkdir(parents=True)
+            os.chown(host, 0, gid or 0)
+            host.chmod(0o2775)
+        args += ["-v", f"{host}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
+    return args
+
+
+def service_account_mount(kubeconfig: Path, scratch: Path, server_port: int) -> list[str]:
+    """What a kubelet gives a pod to reach the API server as its ServiceAccount: the token, the CA and
+    the namespace at the standard path, and KUBERNETES_SERVICE_HOST/PORT (here: the test control plane
+    on loopback, so the container shares the host's network). The token comes from `kubeconfig`."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    directory = scratch / "serviceaccount"
+    directory.mkdir(parents=True)
+    (directory / "token").write_text(config["users"][0]["user"]["token"])
+    (directory / "ca.crt").write_bytes(Path(config["clusters"][0]["cluster"]["certificate-authority"])
+                                       .read_bytes())
+    user = config["users"][0]["name"]  # system:serviceaccount:<namespace>:<name>
+    (directory / "namespace").write_text(user.split(":")[2])
+    for f in directory.iterdir():
+        f.chmod(0o644)
+    return ["-v", f"{directory}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+            "-e", "KUBERNETES_SERVICE_HOST=127.0.0.1", "-e", f"KUBERNETES_SERVICE_PORT={server_port}"]
