@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,6 +30,19 @@ def test_the_image_declares_its_user_port_health_check_and_entry_point(images):
     assert config["Entrypoint"] == ["python", "-m", "chatterbox_predictor"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["HF_HOME"].startswith("/home/appuser/") and env["CHATTERBOX_VOICES_DIR"] == "/voices"
+
+
+@pytest.mark.parametrize("image", ["predictor", "operator"])
+def test_the_certificates_given_to_the_build_stage_stay_out_of_the_image(images, image):
+    """hack/build-images.sh hands this machine's added CAs (a TLS-intercepting proxy's) to pip in the
+    build stages; the runtime image trusts only its base's bundle."""
+    added = [p.read_text().strip() for p in Path("/usr/local/share/ca-certificates").glob("*.crt")]
+    bundle = docker("run", "--rm", "--entrypoint", "cat", getattr(images, image),
+                    "/etc/ssl/certs/ca-certificates.crt")
+    assert "BEGIN CERTIFICATE" in bundle
+    for pem in added:
+        body = "".join(pem.splitlines()[1:-1])  # the base64 lines, whatever the line breaks
+        assert body[:200] not in "".join(bundle.splitlines())
 
 
 def test_the_container_runs_as_a_non_root_user_and_docker_reports_it_healthy(predictor):
