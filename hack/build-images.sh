@@ -49,4 +49,10 @@ for t in "${targets[@]}"; do
   fi
   size=$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec)
   log "$image built in $(( $(date +%s) - start )) s, $size"
+  # The classic builder keeps its cache as untagged stage images, which `docker image prune` removes:
+  # tagging the dependency stage (a cache hit, instant) keeps the slow layer through a prune.
+  stage=$([ "$t" = predictor ] && echo deps || echo builder)
+  # shellcheck disable=SC2086
+  docker build -q --target "$stage" -f "$root/Dockerfile.$t" --build-arg EXTRA_CA_CERTS="$extra_ca" \
+    ${BUILD_ARGS:-} -t "$image-$stage" "$root" >/dev/null 2>&1 || log "could not tag $image-$stage"
 done
