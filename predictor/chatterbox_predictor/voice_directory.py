@@ -162,6 +162,7 @@ class VoiceDirectory:
         except OSError as exc:
             raise self._store_error(exc) from exc
         self.library.cache.evict(target.stem)
+        self._record(target.stem)
         return name
 
     def delete(self, voice_id: str) -> str:
@@ -175,4 +176,18 @@ class VoiceDirectory:
             raise self._store_error(exc) from exc
         fsync_dir(self.directory)
         self.library.cache.evict(name[: -len(VOICE_SUFFIX)])
+        self._record(name[: -len(VOICE_SUFFIX)])
         return name
+
+    def _record(self, voice_id: str) -> None:
+        """Our own write goes into the last scan's picture, so that scans report only what others
+        changed (a DELETE is not reported as removed again by the next reload)."""
+        try:
+            stat = (self.directory / voice_file_name(voice_id)).stat()
+        except FileNotFoundError:
+            stat = None
+        with self._lock:
+            if stat is None:
+                self._seen.pop(voice_id, None)
+            else:
+                self._seen[voice_id] = (stat.st_size, stat.st_mtime_ns)

@@ -236,6 +236,10 @@ def test_a_directory_scan_reports_what_others_added_replaced_and_removed(tmp_pat
     assert len(cache) == 0  # the replaced voice left the cache at once
     (tmp_path / "a.pth").unlink()
     assert directory.scan() == ScanResult(["b"], [], ["a"], [])
+    # The server's own writes are not news to the next scan: only what others changed is reported.
+    directory.save("c", turbo_voice_bytes)
+    directory.delete("b")
+    assert directory.scan() == ScanResult(["c"], [], [], [])
 
 
 def test_a_write_the_voice_directory_refuses_answers_a_store_error_naming_the_directory(tmp_path,
