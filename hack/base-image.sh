@@ -26,6 +26,7 @@ if timeout 120 docker pull "$IMAGE" >/dev/null 2>&1; then
     exit 0
 fi
 log "cannot pull $IMAGE (no registry reachable): building a STAND-IN from Debian bookworm packages"
+bash "$(dirname "$0")/system-deps.sh" debootstrap
 
 # The Debian mirror apt uses on this machine (deb822 .sources or one-line .list), else the default.
 mirror="${DEBIAN_MIRROR:-}"

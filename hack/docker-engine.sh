@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Makes sure a Docker engine answers: installs what is missing (hack/system-deps.sh), and starts
-# dockerd as root with overlay2 when it is not running. Idempotent; the image targets and the image
-# test tier call it first.
+# Makes sure a Docker engine answers: when none does, installs Debian's docker.io if missing
+# (hack/system-deps.sh) and starts dockerd as root with overlay2. Idempotent; the image targets and
+# the image test tier call it first.
 # Log of a dockerd started here: $DOCKERD_LOG (default /var/log/chatterbox-dockerd.log).
 set -euo pipefail
 
 log() { printf '[docker-engine] %s\n' "$*" >&2; }
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/chatterbox-dockerd.log}
 
-bash "$(dirname "$0")/system-deps.sh"
+# Any engine that answers will do (Docker Desktop, rootless, remote): nothing to install or start.
 if docker info >/dev/null 2>&1; then
   exit 0
 fi
+bash "$(dirname "$0")/system-deps.sh" dockerd
 if [ "$(id -u)" != 0 ]; then
   log "dockerd is not running and only root can start it (systemctl start docker, or dockerd &)"
   exit 1

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that `make test` and `make images` need beyond Python and Go, when any is
-# missing (root only; elsewhere it names them and fails):
-#   docker.io    the engine that builds and runs the images (the image tier);
+# `hack/system-deps.sh COMMAND...`: installs the Debian package that provides each COMMAND missing from
+# PATH (root only; elsewhere it names the packages and fails). Each caller asks for what it needs:
+#   dockerd      docker.io: the engine that builds and runs the images (hack/docker-engine.sh);
 #   debootstrap  a stand-in base image where no registry can be reached (hack/base-image.sh);
-#   ffmpeg       ffprobe, which checks that the WAV a container returns decodes.
+#   ffprobe      ffmpeg: the image tier checks that the audio a container returns decodes.
 set -euo pipefail
 
-declare -A needs=([docker.io]=dockerd [debootstrap]=debootstrap [ffmpeg]=ffprobe)
+declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg)
 missing=()
-for package in "${!needs[@]}"; do
-  command -v "${needs[$package]}" >/dev/null || missing+=("$package")
+for command in "$@"; do
+  [ -n "${package_of[$command]:-}" ] || { echo "[system-deps] no package known for '$command'" >&2; exit 2; }
+  command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

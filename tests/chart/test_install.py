@@ -89,6 +89,11 @@ def test_install_upgrade_and_uninstall_leave_nothing_of_the_release(kube, cluste
     # NOTES.txt says how to read the key, never the key itself.
     assert f"get secret {secret_name} -o jsonpath" in installed and "/tts/generate" in installed
     assert key_before is None or key_before not in installed
+    # Its first Voice goes to a namespace the operator watches, and names the predictor only from its own.
+    if name == "namespaced-watch":
+        assert "kubectl -n voices-a apply" in installed and "inferenceService:" not in installed
+    elif name != "operator-off":
+        assert f"kubectl -n {namespace} apply" in installed and "inferenceService: chatterbox" in installed
 
     cluster_helm.run("upgrade", release, str(CHART), *values, "--set", "predictor.settings.queueSize=32",
                      "--set", "voices.annotations.changed=yes")

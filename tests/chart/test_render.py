@@ -141,10 +141,10 @@ def test_the_service_monitor_renders_only_where_the_cluster_serves_its_api(helm)
 
 
 def test_an_existing_api_key_secret_is_used_and_none_is_created(helm):
-    docs = helm.render("--set", "apiKey.existingSecret=mine", "--set", "apiKey.secretKey=token")
+    docs = helm.render("--set", "apiKey.existingSecret=keys.mine", "--set", "apiKey.secretKey=token")
     assert not _by_kind(docs, "Secret")
     volumes = _one(docs, "InferenceService")["spec"]["predictor"]["volumes"]
-    assert {"secretName": "mine", "items": [{"key": "token", "path": "api-key"}]} in \
+    assert {"secretName": "keys.mine", "items": [{"key": "token", "path": "api-key"}]} in \
         [v.get("secret") for v in volumes]
 
 
@@ -152,6 +152,8 @@ def test_an_existing_api_key_secret_is_used_and_none_is_created(helm):
     ("operator.watchNamespace=x", "additional properties 'watchNamespace' not allowed"),
     ("predictor.gpu=one", "at '/predictor/gpu': got string, want integer"),
     ("predictor.variant=standard", "at '/predictor/variant'"),
+    ("apiKey.existingSecret=Keys_1", "at '/apiKey/existingSecret'"),
+    ("ingress.enabled=true", "ingress.enabled needs at least one entry in ingress.hosts"),
 ])
 def test_the_schema_rejects_unknown_keys_and_wrong_types_with_a_clear_message(helm, flag, message):
     with pytest.raises(KubectlError) as failure:

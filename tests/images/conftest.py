@@ -33,6 +33,8 @@ def images() -> Images:
     The build is the one `make images` runs; with the layers cached it takes seconds, cold about five
     minutes (the predictor's dependency layer)."""
     tags = Images(predictor="chatterbox-predictor:image-tier", operator="voice-operator:image-tier")
+    # ffprobe checks the audio the containers return (Debian's ffmpeg, installed when missing).
+    subprocess.run(["bash", str(REPO_ROOT / "hack/system-deps.sh"), "ffprobe"], check=True, timeout=600)
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "hack/build-images.sh")],
         env={**os.environ, "PREDICTOR_IMAGE": tags.predictor, "OPERATOR_IMAGE": tags.operator},

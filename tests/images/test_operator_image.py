@@ -99,8 +99,18 @@ def test_a_configmap_voice_becomes_ready_and_the_predictor_container_speaks_with
         "apiVersion": "tts.chatterbox-k8s.io/v1alpha1", "kind": "Voice", "metadata": {"name": "studio"},
         "spec": {"voiceId": "studio_voice", "inferenceService": "chatterbox",
                  "source": {"configMap": {"name": "studio-voice", "key": "voice.pth"}}}}))
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "voice/studio", "--timeout=120s")
+    try:
+        cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "voice/studio", "--timeout=120s")
+        _check_synced_and_spoken(cluster, namespace, predictor, voice_bytes, tmp_path)
+    finally:
+        # While the operator still runs to lift its finalizer: a Voice left behind would hold the CRD in
+        # Terminating when a later tier uninstalls the chart.
+        cluster.kubectl("delete", "-n", namespace, "voice/studio", "--timeout=60s")
+    assert not (predictor.voices / "studio_voice.pth").exists()  # deleting the Voice removed its file
 
+
+def _check_synced_and_spoken(cluster, namespace, predictor, voice_bytes, tmp_path):
+    """The Voice's file is on the shared volume, the predictor was told, and it speaks with the voice."""
     voice = json.loads(cluster.kubectl("get", "-n", namespace, "voice/studio", "-o", "json").stdout)
     reloaded = next(c for c in voice["status"]["conditions"] if c["type"] == "PredictorsReloaded")
     assert reloaded["status"] == "True" and "1 ready replicas reloaded" in reloaded["message"]

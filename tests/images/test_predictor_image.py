@@ -16,6 +16,7 @@ import pytest
 from tests.support.containers import APPUSER, docker, ffprobe
 from tests.support.controlplane import REPO_ROOT, unique_name
 
+BASE_IMAGE = "python:3.11-slim-bookworm"  # the Dockerfiles' FROM
 TEXT = {"text": "Hello from the container.", "seed": 3, "max_new_tokens": 20}
 
 
@@ -35,14 +36,15 @@ def test_the_image_declares_its_user_port_health_check_and_entry_point(images):
 @pytest.mark.parametrize("image", ["predictor", "operator"])
 def test_the_certificates_given_to_the_build_stage_stay_out_of_the_image(images, image):
     """hack/build-images.sh hands this machine's added CAs (a TLS-intercepting proxy's) to pip in the
-    build stages; the runtime image trusts only its base's bundle."""
-    added = [p.read_text().strip() for p in Path("/usr/local/share/ca-certificates").glob("*.crt")]
-    bundle = docker("run", "--rm", "--entrypoint", "cat", getattr(images, image),
-                    "/etc/ssl/certs/ca-certificates.crt")
-    assert "BEGIN CERTIFICATE" in bundle
-    for pem in added:
-        body = "".join(pem.splitlines()[1:-1])  # the base64 lines, whatever the line breaks
-        assert body[:200] not in "".join(bundle.splitlines())
+    build stages; the runtime image trusts exactly its base's bundle, whatever this machine adds."""
+    def bundle(ref: str) -> str:
+        return docker("run", "--rm", "--entrypoint", "cat", ref, "/etc/ssl/certs/ca-certificates.crt")
+
+    assert "BEGIN CERTIFICATE" in bundle(getattr(images, image))
+    assert bundle(getattr(images, image)) == bundle(BASE_IMAGE)
+    for added in Path("/usr/local/share/ca-certificates").glob("*.crt"):  # the build saw these
+        body = "".join(added.read_text().strip().splitlines()[1:-1])
+        assert body[:200] not in "".join(bundle(getattr(images, image)).splitlines())
 
 
 def test_the_container_runs_as_a_non_root_user_and_docker_reports_it_healthy(predictor):

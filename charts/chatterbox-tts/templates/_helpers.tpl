@@ -205,7 +205,9 @@ env:
   - {name: CHATTERBOX_VOICES_DIR, value: /voices}
   # Hub downloads, generated checkpoints and compiled code go to an emptyDir (the root file system is
   # read-only). numba: librosa compiles with cache=True at import, and numba refuses to import where it
-  # cannot write that cache; XDG_CACHE_HOME for any other library that caches under ~/.cache.
+  # cannot write that cache. HOME too: libraries that write under ~ (spacy-pkuseg's model for Chinese
+  # text in ~/.pkuseg, ~/.cache) find it writable.
+  - {name: HOME, value: /var/cache/chatterbox/home}
   - {name: CHATTERBOX_MODEL_CACHE_DIR, value: /var/cache/chatterbox}
   - {name: HF_HOME, value: /var/cache/chatterbox/huggingface}
   - {name: NUMBA_CACHE_DIR, value: /var/cache/chatterbox/numba}
