@@ -75,6 +75,11 @@ def _exists(ctx: Context, owner: Owner) -> bool:
     except ApiException as exc:
         if exc.status == 404:
             return False
+        if exc.status == 403:  # a namespace this operator does not serve: asking again will not help
+            raise PermanentFailure(
+                "VoiceIdTaken", f"the voice id is claimed by Voice {owner}, in a namespace this operator "
+                "may not read, so it cannot tell whether that Voice still exists; give this Voice another "
+                "spec.voiceId, or delete that Voice (or its claim on the volume, if it is gone)") from exc
         raise TemporaryFailure("ApiUnavailable", f"checking Voice {owner}: HTTP {exc.status}") from exc
     return found["metadata"]["uid"] == owner.uid
 

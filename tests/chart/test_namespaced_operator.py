@@ -1,12 +1,15 @@
 """The chart's namespaced RBAC is enough for the operator, and no more: installed with two watched
 namespaces, the real operator (under the chart's ServiceAccount's token) syncs a Voice in one of them,
-while that ServiceAccount may read nothing in a third namespace nor anything cluster-wide.
+while that ServiceAccount may read nothing in a third namespace nor anything cluster-wide; a voice id
+claimed from that third namespace fails once, saying why, instead of being retried for ever.
 """
 
 from __future__ import annotations
 
 import json
 import time
+
+from chatterbox_voicefile.claims import Owner, write_claim
 
 from tests.operator.conftest import OperatorProcess
 from tests.support.controlplane import unique_name
@@ -65,6 +68,23 @@ def test_an_operator_watching_two_namespaces_syncs_a_voice_there_and_reads_nothi
             (random_checkpoint("turbo") / "conds.pt").read_bytes()
         log = operator.log()
         assert "Forbidden" not in log and " 403" not in log, log[-4000:]
+
+        # A voice id claimed by a Voice in a namespace it may not read (left from a wider watch): the
+        # operator cannot tell whether that Voice is gone, and says so once instead of retrying for ever.
+        write_claim(tmp_path / "voices", "held_elsewhere", Owner(c, "older", "0000-uid"), overwrite=False)
+        second = unique_name("voice")
+        kube.kubectl("apply", "-n", a, "-f", "-", input=json.dumps({
+            "apiVersion": "tts.chatterbox-k8s.io/v1alpha1", "kind": "Voice", "metadata": {"name": second},
+            "spec": {"voiceId": "held_elsewhere",
+                     "source": {"configMap": {"name": voice, "key": "voice.pth"}}}}))
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (phase := _phase(kube, a, second)) != "Failed":
+            assert time.monotonic() < deadline, f"the Voice stayed {phase}:\n{operator.log()[-4000:]}"
+            time.sleep(0.5)
+        body = json.loads(kube.kubectl("get", "voice", second, "-n", a, "-o", "json").stdout)
+        assert "may not read" in json.dumps(body["status"]) and f"{c}/older" in json.dumps(body["status"])
+        assert not (tmp_path / "voices" / "held_elsewhere.pth").exists()
+        kube.kubectl("delete", "voice", second, "-n", a, "--timeout=60s")
         # Deleted while the operator runs, which removes its finalizer: otherwise the CRD (deleted with
         # the release below) would wait on this Voice for ever.
         kube.kubectl("delete", "voice", voice, "-n", a, "--timeout=60s")
