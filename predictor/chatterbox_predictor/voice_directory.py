@@ -138,7 +138,7 @@ class VoiceDirectory:
             return f"the voice directory {self.directory} does not exist"
         if not os.access(self.directory, os.W_OK | os.X_OK):
             return (f"the voice directory {self.directory} is not writable by uid {os.getuid()}: uploads "
-                    f"and deletes will fail (give the volume to that user, or set fsGroup in Kubernetes)")
+                    "and deletes will fail (give the volume to that user, or set fsGroup in Kubernetes)")
         return None
 
     def _store_error(self, exc: OSError) -> VoiceStoreError:
