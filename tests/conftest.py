@@ -23,6 +23,12 @@ def control_plane(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def voice_bytes(random_checkpoint) -> bytes:
+    """A real voice file: the small random checkpoint's built-in conds.pt, as the library saves voices."""
+    return (random_checkpoint("turbo") / "conds.pt").read_bytes()
+
+
+@pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory):
     """Factory `random_checkpoint(variant="turbo", size="small") -> Path`, each built once a session.
 

@@ -81,9 +81,3 @@ def predictor(images, tmp_path_factory) -> Predictor:
         yield Predictor(container, f"http://127.0.0.1:{port}", voices)
     finally:
         container.remove()
-
-
-@pytest.fixture(scope="session")
-def voice_bytes(random_checkpoint) -> bytes:
-    """A real voice file: the small random checkpoint's built-in conds.pt, as the library saves voices."""
-    return (random_checkpoint("turbo") / "conds.pt").read_bytes()

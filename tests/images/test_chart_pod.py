@@ -20,7 +20,7 @@ pytestmark = pytest.mark.images
 CPU_VALUES = REPO_ROOT / "tests/chart/values/deployment-cpu.yaml"
 
 
-def _pod_spec(tmp_path) -> dict:
+def _pod_spec(tmp_path) -> tuple[dict, dict]:
     rendered = Helm(tmp_path / "helm-home").render(
         "--values", str(CPU_VALUES), "--set", f"apiKey.value={API_KEY}", namespace="pod")
     deployment = next(d for d in rendered

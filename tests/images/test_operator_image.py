@@ -24,8 +24,8 @@ from tests.support.containers import (
     wait_http,
 )
 from tests.support.controlplane import REPO_ROOT, free_port, unique_name
+from tests.support.manifests import OPERATOR_NS, OPERATOR_SA, apply_manifests
 
-OPERATOR_NS, OPERATOR_SA = "chatterbox", "voice-operator"  # as the manifests name them
 MAX_IMAGE_BYTES = 300 * 1024 * 1024  # the issue's bound: slim, no torch
 
 pytestmark = pytest.mark.images
@@ -34,10 +34,7 @@ pytestmark = pytest.mark.images
 @pytest.fixture(scope="module")
 def cluster(control_plane):
     """The control plane with manifests/ applied as a user would (the CRDs, the operator's RBAC)."""
-    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests"))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/voices.tts.chatterbox-k8s.io", "crd/clusterkopfpeerings.kopf.dev")
-    return control_plane
+    return apply_manifests(control_plane)
 
 
 @pytest.fixture(scope="module")

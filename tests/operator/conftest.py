@@ -23,10 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.controlplane import REPO_ROOT, free_port, unique_name
+from tests.support.controlplane import free_port, unique_name
+from tests.support.manifests import OPERATOR_NS, OPERATOR_SA, apply_manifests
 from tests.support.processes import terminate
 
-OPERATOR_NS, OPERATOR_SA = "chatterbox", "voice-operator"  # as in manifests/operator-rbac.yaml
 API_KEY = "operator-test-key"
 
 
@@ -243,10 +243,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def cluster(control_plane):
     """The control plane with manifests/ applied as a user would: CRDs, RBAC, the operator's namespace."""
-    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests"))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/voices.tts.chatterbox-k8s.io", "crd/clusterkopfpeerings.kopf.dev")
-    return control_plane
+    return apply_manifests(control_plane)
 
 
 @pytest.fixture(scope="session")
@@ -272,12 +269,6 @@ def sources():
     for stall in s.stalls.values():
         stall.release.set()
     close(s.server)
-
-
-@pytest.fixture(scope="session")
-def voice_bytes(random_checkpoint) -> bytes:
-    """A real voice: the small random checkpoint's built-in conds.pt, as the library saves voices."""
-    return (random_checkpoint("turbo") / "conds.pt").read_bytes()
 
 
 @pytest.fixture

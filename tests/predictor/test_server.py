@@ -42,12 +42,6 @@ def voices_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def voice_bytes(random_checkpoint) -> bytes:
-    """A real voice file: the checkpoint's own conds.pt, saved the way the library saves voices."""
-    return (random_checkpoint("turbo") / "conds.pt").read_bytes()
-
-
-@pytest.fixture(scope="module")
 def server(random_checkpoint, voices_dir, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("secret") / "keys"
     keys_file.write_text("# mounted Secret\nfile-key\n")

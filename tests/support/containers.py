@@ -25,9 +25,9 @@ class DockerError(RuntimeError):
     pass
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> str:
+def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     """`docker ARGS`, its stdout; a failure raises with stderr."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise DockerError(f"docker {' '.join(args)} exited with {result.returncode}:\n"
                           f"{result.stderr[-4000:]}")
