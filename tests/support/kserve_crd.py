@@ -54,10 +54,10 @@ def _model(name: str):
 def _schema(type_name: str, attr: str, depth: int, stack: tuple[str, ...]) -> dict:
     if type_name in SCALARS:
         if attr in INT_OR_STRING:
-            return {"x-kubernetes-int-or-string": True}
+            return dict(INT_OR_STRING_SCHEMA)
         return dict(SCALARS[type_name])
     if type_name == "object":  # IntOrString ports; free-form JSON elsewhere
-        return {"x-kubernetes-int-or-string": True} if attr.endswith("port") else dict(LOOSE)
+        return dict(INT_OR_STRING_SCHEMA) if attr.endswith("port") else dict(LOOSE)
     if match := re.fullmatch(r"list\[(.+)\]", type_name):
         return {"type": "array", "items": _schema(match[1], "", depth + 1, stack)}
     if match := re.fullmatch(r"dict[\[(]str, (.+)[\])]", type_name):
