@@ -13,10 +13,10 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-images images lint tools manifests bench kind-e2e clean
+.PHONY: help install run test test-images test-cluster images lint tools manifests bench kind-e2e clean
 
 help:  ## List the targets.
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## Create .venv with our packages (editable) and the test tools.
 
@@ -40,7 +40,7 @@ lint: install  ## ruff over the Python, hadolint over the Dockerfiles, shellchec
 	$(BIN)/hadolint Dockerfile.predictor Dockerfile.operator
 	$(BIN)/shellcheck -x --source-path=SCRIPTDIR hack/*.sh
 
-tools:  ## Build kube-apiserver, kubectl, etcd and helm from their Go modules into bin/.
+tools:  ## Build the Kubernetes binaries, etcd, helm, local-path-provisioner and KServe's controller into bin/.
 	bash hack/build-tools.sh
 
 test: install tools lint  ## Everything CI runs: lint, then every test tier (slow ones included).
@@ -48,6 +48,9 @@ test: install tools lint  ## Everything CI runs: lint, then every test tier (slo
 
 test-images: install tools  ## Only the image tier: builds both images and runs them with Docker.
 	$(BIN)/pytest -m images $(PYTEST_ARGS)
+
+test-cluster: install tools  ## Only the cluster tier: the chart on a real single-node cluster (root).
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 images:  ## Build both images (Docker's classic builder; a stand-in base where no registry answers).
 	bash hack/build-images.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, etcd and helm from their Go modules into bin/.
+# Builds kube-apiserver, kubectl, etcd and helm from their Go modules into bin/, and the node's
+# binaries for the cluster tier (kubelet, kube-controller-manager, kube-scheduler, kube-proxy).
 #
 # Why from source: no release binary can be downloaded on the machines this project is built on, but the
 # Go module proxy is reachable. The versions live in hack/tools.env. Finished binaries are kept in a
@@ -73,18 +74,12 @@ kubernetes_ldflags() {
     "-X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 }
 
-build_kube_apiserver() {
+# build_kubernetes_command WORK VERSION OUT: k8s.io/kubernetes/cmd/<basename of OUT>.
+build_kubernetes_command() {
   local work=$1 version=$2 out=$3
   kubernetes_module "$work" "$version"
   (cd "$work" && go build -trimpath -ldflags "$(kubernetes_ldflags "$version")" -o "$out" \
-    k8s.io/kubernetes/cmd/kube-apiserver)
-}
-
-build_kubectl() {
-  local work=$1 version=$2 out=$3
-  kubernetes_module "$work" "$version"
-  (cd "$work" && go build -trimpath -ldflags "$(kubernetes_ldflags "$version")" -o "$out" \
-    k8s.io/kubernetes/cmd/kubectl)
+    "k8s.io/kubernetes/cmd/$(basename "$out")")
 }
 
 # etcd's server module carries replace lines of its own, so `go install ...@version` refuses it; a
@@ -96,6 +91,32 @@ build_etcd() {
   (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$out" go.etcd.io/etcd/server/v3)
 }
 
+# A static binary: it runs in an image that holds nothing else but busybox (hack/node-images.sh).
+build_local_path_provisioner() {
+  local work=$1 version=$2 out=$3
+  printf 'module chatterbox-k8s/tools/local-path-provisioner\n\ngo %s\n\nrequire github.com/rancher/local-path-provisioner %s\n' \
+    "$(go env GOVERSION | sed 's/^go//')" "$version" >"$work/go.mod"
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out" \
+    github.com/rancher/local-path-provisioner)
+}
+
+# KServe's controller manager, for the cluster tier's InferenceService mode. Its go.mod replaces
+# controller-runtime (and excludes one grpc pseudo-version), which only binds inside its own module: the
+# wrapper repeats both lines. Static: it runs in an image that holds nothing else (hack/node-images.sh).
+build_kserve_manager() {
+  local work=$1 version=$2 out=$3
+  local modfile
+  go mod download -json "github.com/kserve/kserve@$version" >/dev/null
+  modfile="$(go env GOMODCACHE)/cache/download/github.com/kserve/kserve/@v/$version.mod"
+  {
+    printf 'module chatterbox-k8s/tools/kserve\n\ngo %s\n\nrequire github.com/kserve/kserve %s\n\n' \
+      "$(go env GOVERSION | sed 's/^go//')" "$version"
+    grep -E '^(replace|exclude) ' "$modfile"
+  } >"$work/go.mod"
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out" \
+    github.com/kserve/kserve/cmd/manager)
+}
+
 build_helm() {
   local work=$1 version=$2 out=$3
   GOBIN="$work" go install -trimpath \
@@ -104,6 +125,9 @@ build_helm() {
 }
 
 install_cached etcd "$ETCD_VERSION" build_etcd
-install_cached kube-apiserver "$KUBERNETES_VERSION" build_kube_apiserver
-install_cached kubectl "$KUBERNETES_VERSION" build_kubectl
+for command in kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  install_cached "$command" "$KUBERNETES_VERSION" build_kubernetes_command
+done
 install_cached helm "$HELM_VERSION" build_helm
+install_cached local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" build_local_path_provisioner
+install_cached kserve-manager "$KSERVE_VERSION" build_kserve_manager

@@ -4,13 +4,26 @@
 #   dockerd      docker.io: the engine that builds and runs the images (hack/docker-engine.sh);
 #   debootstrap  a stand-in base image where no registry can be reached (hack/base-image.sh);
 #   ffprobe      ffmpeg: the image tier checks that the audio a container returns decodes.
+# and for the cluster tier's node (tests/support/node.py):
+#   containerd   containerd (with runc): the node's container runtime, started apart from Docker's;
+#   cni-bridge   containernetworking-plugins: the pod network (bridge, host-local, portmap, loopback);
+#   iptables, conntrack: kube-proxy's Service rules and their cleanup;
+#   busybox      busybox-static: the shell inside the local-path-provisioner image (hack/node-images.sh).
 set -euo pipefail
 
-declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg)
+declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg
+  [containerd]=containerd [runc]=runc [cni-bridge]=containernetworking-plugins [iptables]=iptables
+  [conntrack]=conntrack [busybox]=busybox-static [ip]=iproute2)
+# Commands that are not on PATH under their own name.
+declare -A path_of=([cni-bridge]=/usr/lib/cni/bridge)
 missing=()
 for command in "$@"; do
   [ -n "${package_of[$command]:-}" ] || { echo "[system-deps] no package known for '$command'" >&2; exit 2; }
-  command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
+  if [ -n "${path_of[$command]:-}" ]; then
+    [ -x "${path_of[$command]}" ] || missing+=("${package_of[$command]}")
+  else
+    command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
+  fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -1,11 +1,14 @@
-"""Fixtures shared by every test tier: the real control plane and random-weight Chatterbox checkpoints.
+"""Fixtures shared by every test tier: the real control plane (with or without a node), the images and
+random-weight Chatterbox checkpoints.
 
-Both are session-scoped and built lazily: a tier that never asks for them never pays for them.
+All are session-scoped and built lazily: a tier that never asks for one never pays for it.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +23,52 @@ def control_plane(tmp_path_factory):
 
     with ControlPlane(tmp_path_factory.mktemp("controlplane")) as cp:
         yield cp
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A control plane with one node that runs pods, and a default StorageClass as on k3s (see
+    tests/support/node.py). Root only: it starts containerd and a kubelet, and makes a bridge.
+
+    Teardown removes every container, mount, network namespace and firewall rule it made, and fails
+    the session if any is left."""
+    from tests.support.node import PROVISIONER_IMAGE, Cluster, build_node_images
+
+    build_node_images()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    with cluster:
+        cluster.install_storage(cluster.import_image(PROVISIONER_IMAGE))
+        yield cluster
+    left = cluster.leftovers()
+    assert not left, f"the cluster left these behind: {left}"
+
+
+@dataclass(frozen=True)
+class Images:
+    predictor: str
+    operator: str
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """Both images, built by hack/build-images.sh under test tags (the engine started if needed).
+
+    The build is the one `make images` runs; with the layers cached it takes seconds, cold about five
+    minutes (the predictor's dependency layer)."""
+    from tests.support.containers import DockerError
+    from tests.support.controlplane import REPO_ROOT
+
+    tags = Images(predictor="chatterbox-predictor:image-tier", operator="voice-operator:image-tier")
+    # ffprobe checks the audio the containers return (Debian's ffmpeg, installed when missing).
+    subprocess.run(["bash", str(REPO_ROOT / "hack/system-deps.sh"), "ffprobe"], check=True, timeout=600)
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack/build-images.sh")],
+        env={**os.environ, "PREDICTOR_IMAGE": tags.predictor, "OPERATOR_IMAGE": tags.operator},
+        capture_output=True, text=True, timeout=1800)
+    print(result.stderr)  # the build's timings and the stand-in notice, in pytest's captured output
+    if result.returncode != 0:
+        raise DockerError(f"building the images failed:\n{result.stderr[-6000:]}")
+    return tags
 
 
 @pytest.fixture(scope="session")

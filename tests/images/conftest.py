@@ -9,40 +9,13 @@ Docker's bridge (a container this tier started).
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.containers import API_KEY, Container, DockerError, run_container, wait_healthy
-from tests.support.controlplane import REPO_ROOT, free_port
-
-
-@dataclass(frozen=True)
-class Images:
-    predictor: str
-    operator: str
-
-
-@pytest.fixture(scope="session")
-def images() -> Images:
-    """Both images, built by hack/build-images.sh under test tags (the engine started if needed).
-
-    The build is the one `make images` runs; with the layers cached it takes seconds, cold about five
-    minutes (the predictor's dependency layer)."""
-    tags = Images(predictor="chatterbox-predictor:image-tier", operator="voice-operator:image-tier")
-    # ffprobe checks the audio the containers return (Debian's ffmpeg, installed when missing).
-    subprocess.run(["bash", str(REPO_ROOT / "hack/system-deps.sh"), "ffprobe"], check=True, timeout=600)
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack/build-images.sh")],
-        env={**os.environ, "PREDICTOR_IMAGE": tags.predictor, "OPERATOR_IMAGE": tags.operator},
-        capture_output=True, text=True, timeout=1800)
-    print(result.stderr)  # the build's timings and the stand-in notice, in pytest's captured output
-    if result.returncode != 0:
-        raise DockerError(f"building the images failed:\n{result.stderr[-6000:]}")
-    return tags
+from tests.support.containers import API_KEY, Container, run_container, wait_healthy
+from tests.support.controlplane import free_port
 
 
 @dataclass

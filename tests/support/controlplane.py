@@ -6,7 +6,9 @@ binaries are those `make tools` builds into bin/ (or the directory in $KUBE_TOOL
 
 What it is not: no controller-manager, scheduler or kubelet run. Pods never start, namespaces never
 finish deleting and nothing is garbage-collected, so tests isolate themselves with unique names
-(`unique_name`) instead of deleting namespaces.
+(`unique_name`) instead of deleting namespaces. `ControlPlane(node_address=...)` is the variant that a
+node joins (tests/support/node.py): it listens on the node's bridge address instead of loopback, so
+that pods reach it through the `kubernetes` Service, and authorizes kubelets with the Node authorizer.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ from .certs import TinyCA, service_account_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90  # a cold kube-apiserver on two busy cores takes 5-15 s; leave ample room
+# Addresses for Service objects. Without a node nothing routes them; with one, kube-proxy does, on this
+# machine only. The first address is the `kubernetes` Service's, which in-cluster clients dial.
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+
+
+def tools_env(name: str) -> str:
+    """A version from hack/tools.env, the one place `make tools` reads them from."""
+    for line in (REPO_ROOT / "hack/tools.env").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip()
+    raise KeyError(f"{name} is not in hack/tools.env")
 
 
 def tools_dir() -> Path:
@@ -74,10 +88,13 @@ class KubectlError(subprocess.CalledProcessError):
 class ControlPlane:
     """etcd + kube-apiserver in a temporary directory; `start()`, use, `stop()` (removes everything)."""
 
-    def __init__(self, workdir: Path | None = None):
+    def __init__(self, workdir: Path | None = None, node_address: str | None = None):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="controlplane-"))
         self.etcd_port, self.etcd_peer_port, self.port = free_port(), free_port(), free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        # With a node: the address of the node's bridge (on this machine), which pods can reach.
+        self.address = node_address or "127.0.0.1"
+        self.node_mode = node_address is not None
+        self.server = f"https://{self.address}:{self.port}"
         self._procs: list[tuple[str, subprocess.Popen]] = []
         self.ca = TinyCA()
         self.ca_path = self.dir / "ca.crt"
@@ -88,7 +105,11 @@ class ControlPlane:
         pki = self.dir / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         self.ca_path.write_bytes(self.ca.cert_pem)
-        serving_cert, serving_key = self.ca.server_cert("127.0.0.1", "localhost").write(pki, "serving")
+        hosts = ["127.0.0.1", "localhost"]
+        if self.node_mode:  # pods dial the `kubernetes` Service's address or name and check it
+            hosts = [self.address, KUBERNETES_SERVICE_IP, *hosts, "kubernetes", "kubernetes.default",
+                     "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        serving_cert, serving_key = self.ca.server_cert(*hosts).write(pki, "serving")
         sa_key = pki / "service-account.key"
         sa_key.write_bytes(service_account_key())
         # system:masters is the group RBAC's bootstrap policy binds to cluster-admin.
@@ -112,28 +133,42 @@ class ControlPlane:
             self._spawn("kube-apiserver", [
                 str(tool("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}", f"--advertise-address={self.address}",
                 f"--secure-port={self.port}", f"--cert-dir={pki}",
                 f"--tls-cert-file={serving_cert}", f"--tls-private-key-file={serving_key}",
                 f"--client-ca-file={self.ca_path}",
-                "--authorization-mode=RBAC",
                 f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc",
-                # Only an address range for Service objects; nothing is routed.
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # The `kubernetes` Service's endpoints would point at the advertise address, which may
-                # not be loopback; nothing here routes to it, so the reconciler is off.
-                "--endpoint-reconciler-type=none",
-                # No controller-manager creates the `default` ServiceAccount that this admission
-                # plugin demands of every pod (envtest turns it off for the same reason).
-                "--disable-admission-plugins=ServiceAccount",
+                *(self._node_flags(pki) if self.node_mode else [
+                    "--authorization-mode=RBAC",
+                    # The `kubernetes` Service's endpoints would point at the advertise address,
+                    # loopback here; nothing routes to it, so the reconciler is off.
+                    "--endpoint-reconciler-type=none",
+                    # No controller-manager creates the `default` ServiceAccount that this admission
+                    # plugin demands of every pod (envtest turns it off for the same reason).
+                    "--disable-admission-plugins=ServiceAccount",
+                ]),
             ])
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _node_flags(self, pki: Path) -> list[str]:
+        """What a control plane with a kubelet needs: kubelets authorized as nodes, and the API server's
+        own certificate for calling them (logs, port-forward), which checks theirs against our CA."""
+        kubelet_client, kubelet_key = self.ca.client_cert(
+            "kube-apiserver-kubelet-client", "system:masters").write(pki, "kubelet-client")
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={kubelet_client}", f"--kubelet-client-key={kubelet_key}",
+            f"--kubelet-certificate-authority={self.ca_path}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def stop(self) -> None:
         for _name, proc in reversed(self._procs):

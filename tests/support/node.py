@@ -1,0 +1,477 @@
+"""A single-node Kubernetes cluster on this machine, for the cluster tier: pods that really run.
+
+`Cluster` is the test control plane (tests/support/controlplane.py) in its node mode, plus what a node
+needs: kube-controller-manager and kube-scheduler, a kubelet with a node certificate
+(`system:node:NAME` in `system:nodes`, checked by the Node authorizer), Debian's containerd as its
+container runtime, a pod network on a CNI bridge (Debian's containernetworking-plugins) and kube-proxy
+for Services. The Kubernetes binaries are those `make tools` builds from their Go modules.
+
+Where it sits on this machine, and why:
+- Everything listens on loopback or on the bridge this module makes (`BRIDGE`, `NODE_ADDRESS`): the API
+  server and the kubelet on the bridge's address, which pods reach through the `kubernetes` Service.
+- Pods may talk to each other and to this node's own addresses, and nowhere else: a rule in the FORWARD
+  chain drops whatever they send off the pod network (no pod here has anything to fetch from outside).
+- containerd runs with its own root, state directory and socket, apart from Docker's, and its network
+  namespaces live under its state directory, so `stop()` finds and removes everything it made.
+- This machine grants no CAP_SYS_RESOURCE: containerd must not raise a container's OOM score
+  (`restrict_oom_score_adj`), or runc fails with "can't get final child's PID from pipe".
+- cgroup v1 with the cgroupfs driver, no QoS hierarchy and no node-allocatable enforcement: the
+  kubelet's defaults assume systemd and cgroup v2, which this machine does not have.
+- No registry can be reached: images come from the local Docker engine (`import_image`), pods use
+  `imagePullPolicy: Never`, and the sandbox image is a static pause program (hack/node-images.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from .controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, free_port, tool, tools_env
+
+NODE_NAME = "chatterbox-node"
+# The pod network: a /24 on a bridge of our own; nothing on this machine uses 10.244/16 (its own
+# network is 192.0.2.0/24, Docker's 172.17/16). The bridge's address is the node's address.
+BRIDGE = "chatterbox0"
+POD_CIDR = "10.244.0.0/24"
+NODE_ADDRESS = "10.244.0.1"
+# hack/node-images.sh builds both into Docker; these names are its defaults.
+PAUSE_IMAGE = "chatterbox-test/pause:1"
+PROVISIONER_IMAGE = f"chatterbox-test/local-path-provisioner:{tools_env('LOCAL_PATH_PROVISIONER_VERSION')}"
+FIREWALL_CHAIN = "CHATTERBOX-NODE"
+NODE_READY_TIMEOUT_S = 120  # the node turned Ready within 20 s on these machines
+POD_TERMINATION_TIMEOUT_S = 90
+
+
+class NodeError(RuntimeError):
+    pass
+
+
+def run(*argv: str, check: bool = True, timeout: float = 60, input: bytes | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, timeout=timeout, input=input)
+    if check and result.returncode != 0:
+        raise NodeError(f"{' '.join(argv)} exited with {result.returncode}:\n"
+                        f"{result.stderr.decode(errors='replace')[-3000:]}")
+    return result.stdout.decode(errors="replace")
+
+
+def system_deps() -> None:
+    """Debian's packages the node runs on, installed when missing (hack/system-deps.sh, root)."""
+    run("bash", str(REPO_ROOT / "hack/system-deps.sh"), "containerd", "runc", "cni-bridge", "iptables",
+        "conntrack", "ip", timeout=900)
+
+
+def build_node_images() -> None:
+    """The sandbox and provisioner images, into Docker (hack/node-images.sh; seconds, once a machine)."""
+    run("bash", str(REPO_ROOT / "hack/node-images.sh"), timeout=600)
+
+
+class Cluster(ControlPlane):
+    """The control plane with one node; `start()`, use, `stop()` (removes every container, mount,
+    network namespace, firewall rule and directory it made)."""
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir, node_address=NODE_ADDRESS)
+        self.node_dir = self.dir / "node"
+        self.containerd_socket = self.node_dir / "containerd" / "containerd.sock"
+        self.containerd_root = self.node_dir / "containerd" / "root"
+        self.containerd_state = self.node_dir / "containerd" / "state"
+        self.kubelet_dir = self.node_dir / "kubelet"
+        # Where the local-path provisioner puts the claims' directories (local-path-provisioner.yaml).
+        self.storage_dir = self.node_dir / "storage"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Cluster:
+        system_deps()
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+        self.storage_dir.mkdir(exist_ok=True)
+        try:
+            self._network_up()
+            super().start()  # etcd and kube-apiserver on the bridge's address
+            self._start_containerd()
+            self.import_image(PAUSE_IMAGE)
+            self._start_controllers()
+            self._start_kubelet()
+            self._start_kube_proxy()
+            self._wait_node_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        try:
+            if self._running("kubelet"):
+                self._drain()
+        finally:
+            for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager"):
+                self._terminate(name)
+            self._kube_proxy_cleanup()
+            self._remove_leftover_containers()
+            self._terminate("containerd")
+            self._unmount_all()
+            self._remove_cgroups()
+            self._network_down()
+            super().stop()
+
+    # -- network -----------------------------------------------------------------------------------
+    def _network_up(self) -> None:
+        self._network_down()  # a bridge or rule left by a run that was killed
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE)
+        run("ip", "link", "set", BRIDGE, "up")
+        # Docker sets the FORWARD policy to DROP: pods on the bridge may talk to each other (bridged
+        # frames pass iptables where br_netfilter is on, as kube-proxy needs), and nowhere else.
+        run("iptables", "-N", FIREWALL_CHAIN)
+        run("iptables", "-A", FIREWALL_CHAIN, "-s", POD_CIDR, "-d", POD_CIDR, "-j", "ACCEPT")
+        run("iptables", "-A", FIREWALL_CHAIN, "-s", POD_CIDR, "-j", "DROP")
+        run("iptables", "-A", FIREWALL_CHAIN, "-d", POD_CIDR, "-j", "DROP")
+        run("iptables", "-I", "FORWARD", "1", "-j", FIREWALL_CHAIN)
+        cni = self.node_dir / "cni"
+        cni.mkdir(exist_ok=True)
+        (cni / "10-chatterbox.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": "chatterbox-pods",
+            "plugins": [
+                # No ipMasq: pod traffic is never translated for the outside, where it may not go.
+                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+                 "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_ADDRESS}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.node_dir / "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }, indent=2))
+
+    def _network_down(self) -> None:
+        for _ in range(5):  # one jump normally; more only if earlier runs were killed half-way
+            if f"-j {FIREWALL_CHAIN}" not in run("iptables", "-S", "FORWARD", check=False):
+                break
+            run("iptables", "-D", "FORWARD", "-j", FIREWALL_CHAIN, check=False)
+        run("iptables", "-F", FIREWALL_CHAIN, check=False)
+        run("iptables", "-X", FIREWALL_CHAIN, check=False)
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            run("ip", "link", "delete", BRIDGE, check=False)
+
+    # -- containerd --------------------------------------------------------------------------------
+    def _start_containerd(self) -> None:
+        for d in (self.containerd_root, self.containerd_state):
+            d.mkdir(parents=True, exist_ok=True)
+        config = self.node_dir / "containerd" / "config.toml"
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        config.write_text("\n".join([
+            "version = 2",
+            f'root = "{self.containerd_root}"',
+            f'state = "{self.containerd_state}"',
+            # Snapshotters this machine cannot run would only log errors.
+            'disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",'
+            ' "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
+            "[grpc]",
+            f'  address = "{self.containerd_socket}"',
+            "[ttrpc]",
+            f'  address = "{self.containerd_socket}.ttrpc"',
+            "[debug]",
+            f'  address = "{self.containerd_socket}.debug"',
+            "[metrics]",
+            '  address = ""',
+            f"[{cri}]",
+            f'  sandbox_image = "docker.io/{PAUSE_IMAGE}"',
+            "  restrict_oom_score_adj = true",  # no CAP_SYS_RESOURCE here (see the module docstring)
+            "  netns_mounts_under_state_dir = true",  # so that stop() finds every namespace it made
+            '  stream_server_address = "127.0.0.1"',  # kubectl port-forward and exec, loopback only
+            f"[{cri}.containerd]",
+            '  snapshotter = "overlayfs"',
+            '  default_runtime_name = "runc"',
+            f"[{cri}.containerd.runtimes.runc]",
+            '  runtime_type = "io.containerd.runc.v2"',
+            f"[{cri}.containerd.runtimes.runc.options]",
+            "  SystemdCgroup = false",
+            f"[{cri}.cni]",
+            '  bin_dir = "/usr/lib/cni"',
+            f'  conf_dir = "{self.node_dir / "cni"}"',
+            "",
+        ]))
+        self._spawn("containerd", ["containerd", "--config", str(config), "--log-level", "warn"])
+        deadline = time.monotonic() + 30
+        while self.ctr("version", check=False) is None:
+            self._check_alive("containerd")
+            if time.monotonic() > deadline:
+                raise NodeError(f"containerd did not answer:\n{self.log_tail('containerd')}")
+            time.sleep(0.2)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60, input: bytes | None = None):
+        """`ctr` in containerd's Kubernetes namespace; its stdout, or None when it failed and
+        check is False."""
+        argv = ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", *args]
+        result = subprocess.run(argv, capture_output=True, timeout=timeout, input=input)
+        if result.returncode != 0:
+            if check:
+                raise NodeError(f"ctr {' '.join(args)} exited with {result.returncode}:\n"
+                                f"{result.stderr.decode(errors='replace')[-3000:]}")
+            return None
+        return result.stdout.decode(errors="replace")
+
+    def import_image(self, image: str) -> str:
+        """Copies `image` from the Docker engine into the node (`docker save` | `ctr images import`);
+        returns the name a pod asks for (Docker's short names are docker.io/library/... to both)."""
+        with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
+            result = subprocess.run(
+                ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", "images",
+                 "import", "--snapshotter", "overlayfs", "-"],
+                stdin=save.stdout, capture_output=True, timeout=1200)
+            save.stdout.close()
+        if save.returncode != 0 or result.returncode != 0:
+            raise NodeError(f"importing {image} failed (docker save {save.returncode}, ctr "
+                            f"{result.returncode}):\n{result.stderr.decode(errors='replace')[-3000:]}")
+        return image
+
+    # -- control-plane controllers and the kubelet ------------------------------------------------
+    def _component_kubeconfig(self, name: str, user: str, *groups: str) -> Path:
+        cert, key = self.ca.client_cert(user, *groups).write(self.dir / "pki", name)
+        return self._write_kubeconfig(self.dir / f"{name}.kubeconfig", user, {
+            "client-certificate": str(cert), "client-key": str(key)})
+
+    def _start_controllers(self) -> None:
+        pki = self.dir / "pki"
+        # The users RBAC's bootstrap policy binds to these components' roles.
+        cm = self._component_kubeconfig("controller-manager", "system:kube-controller-manager")
+        scheduler = self._component_kubeconfig("scheduler", "system:kube-scheduler")
+        self._spawn("kube-controller-manager", [
+            str(tool("kube-controller-manager")), f"--kubeconfig={cm}",
+            f"--authentication-kubeconfig={cm}", f"--authorization-kubeconfig={cm}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+            # Each controller acts as its own ServiceAccount, with its own RBAC role, as in a real
+            # cluster; the token controller signs with the API server's key.
+            "--use-service-account-credentials",
+            f"--service-account-private-key-file={pki / 'service-account.key'}",
+            f"--root-ca-file={self.ca_path}",  # published to every namespace as kube-root-ca.crt
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*",
+        ])
+        self._spawn("kube-scheduler", [
+            str(tool("kube-scheduler")), f"--kubeconfig={scheduler}",
+            f"--authentication-kubeconfig={scheduler}", f"--authorization-kubeconfig={scheduler}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+        ])
+
+    def _start_kubelet(self) -> None:
+        pki = self.dir / "pki"
+        kubeconfig = self._component_kubeconfig("kubelet", f"system:node:{NODE_NAME}", "system:nodes")
+        serving_cert, serving_key = self.ca.server_cert(NODE_ADDRESS, NODE_NAME).write(pki, "kubelet-serving")
+        config = self.node_dir / "kubelet-config.yaml"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "address": NODE_ADDRESS, "port": free_port(), "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
+            "tlsCertFile": str(serving_cert), "tlsPrivateKeyFile": str(serving_key),
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(self.ca_path)}},
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            # This machine: cgroup v1 without systemd (see the module docstring).
+            "cgroupDriver": "cgroupfs", "failCgroupV1": False, "cgroupsPerQOS": False,
+            "enforceNodeAllocatable": [], "failSwapOn": False,
+            # The imported images are all there is (no registry): never collect them, and never evict
+            # pods for a disk the rest of this machine fills.
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                             "imagefs.available": "1%"},
+            "serializeImagePulls": False,
+            "registerNode": True,
+            "maxPods": 30,
+            # Pod deletions end quickly in tests; the default 1 minute sync would slow every change.
+            "syncFrequency": "10s", "fileCheckFrequency": "10s",
+        }))
+        self._spawn("kubelet", [
+            str(tool("kubelet")), f"--config={config}", f"--kubeconfig={kubeconfig}",
+            f"--root-dir={self.kubelet_dir}", f"--cert-dir={pki}",
+            f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_ADDRESS}", "--v=1",
+        ])
+
+    def _kube_proxy_config(self) -> Path:
+        config = self.node_dir / "kube-proxy-config.yaml"
+        if not config.exists():
+            kubeconfig = self._component_kubeconfig("kube-proxy", "system:kube-proxy")
+            config.write_text(yaml.safe_dump({
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+                "mode": "iptables",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "hostnameOverride": NODE_NAME, "clusterCIDR": POD_CIDR,
+                "bindAddress": "127.0.0.1",
+                "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                # NodePorts only on the bridge's address, never on this machine's own network.
+                "nodePortAddresses": [f"{NODE_ADDRESS}/32"],
+                "iptables": {"localhostNodePorts": False},
+                # Zeros leave this machine's conntrack settings as they are (kube-proxy would raise them).
+                "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                              "tcpCloseWaitTimeout": "0s"},
+            }))
+        return config
+
+    def _start_kube_proxy(self) -> None:
+        self._spawn("kube-proxy", [str(tool("kube-proxy")), f"--config={self._kube_proxy_config()}"])
+
+    def _kube_proxy_cleanup(self) -> None:
+        """Removes kube-proxy's iptables rules (its own `--cleanup`) and the kubelet's (KUBE-FIREWALL and
+        its canaries, which nothing removes), all of which outlive the processes."""
+        if (self.node_dir / "kube-proxy-config.yaml").exists():
+            run(str(tool("kube-proxy")), f"--config={self._kube_proxy_config()}", "--cleanup",
+                check=False, timeout=60)
+        for command in ("iptables", "ip6tables"):
+            for table in ("filter", "nat", "mangle"):
+                rules = run(command, "-t", table, "-S", check=False).splitlines()
+                for rule in rules:  # jumps from the built-in chains first, then the chains themselves
+                    words = shlex.split(rule)  # kube-proxy's comments are quoted
+                    if words[0] == "-A" and not words[1].startswith("KUBE-") and " -j KUBE-" in rule:
+                        run(command, "-t", table, "-D", *words[1:], check=False)
+                chains = [r.split()[1] for r in rules if r.startswith("-N KUBE-")]
+                for chain in chains:
+                    run(command, "-t", table, "-F", chain, check=False)
+                for chain in chains:
+                    run(command, "-t", table, "-X", chain, check=False)
+
+    def _wait_node_ready(self) -> None:
+        deadline = time.monotonic() + NODE_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for name in ("containerd", "kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"):
+                self._check_alive(name)
+            status = self.kubectl("get", "node", NODE_NAME, "-o",
+                                  "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+            if status.stdout == "True":
+                return
+            time.sleep(1)
+        raise NodeError(f"node {NODE_NAME} not Ready after {NODE_READY_TIMEOUT_S} s:\n"
+                        f"{self.log_tail('kubelet')}")
+
+    # -- storage -------------------------------------------------------------------------------------
+    def install_storage(self, provisioner_image: str) -> None:
+        """The default StorageClass as on k3s: local-path-provisioner in a pod (its image already on the
+        node), claims in directories under `storage_dir`."""
+        manifest = (Path(__file__).parent / "local-path-provisioner.yaml").read_text()
+        manifest = manifest.replace("STORAGE_DIR", str(self.storage_dir)).replace(
+            "PROVISIONER_IMAGE", provisioner_image)
+        self.kubectl("apply", "-f", "-", input=manifest)
+        self.kubectl("-n", "local-path-storage", "rollout", "status", "deployment/local-path-provisioner",
+                     "--timeout=120s", timeout=150)
+
+    # -- for tests ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, port: int, timeout: float = 30):
+        """`kubectl port-forward TARGET :PORT` (through the API server, the kubelet and containerd's
+        stream server); yields the local URL, http://127.0.0.1:LOCAL."""
+        proc = subprocess.Popen(
+            [str(tool("kubectl")), "--kubeconfig", str(self.admin_kubeconfig), "-n", namespace,
+             "port-forward", "--address=127.0.0.1", target, f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:43127 -> 8080"
+                if line.startswith("Forwarding from 127.0.0.1:"):
+                    local = line.split("127.0.0.1:", 1)[1].split()[0]
+                    break
+                if not line and proc.poll() is not None:
+                    raise NodeError(f"kubectl port-forward {target} exited: {proc.stderr.read()[-2000:]}")
+            else:
+                raise NodeError(f"kubectl port-forward {target} printed no port in {timeout} s")
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+    # -- teardown ----------------------------------------------------------------------------------
+    def _running(self, name: str) -> bool:
+        return any(n == name and p.poll() is None for n, p in self._procs)
+
+    def _check_alive(self, name: str) -> None:
+        for n, proc in self._procs:
+            if n == name and proc.poll() is not None:
+                raise NodeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+
+    def _terminate(self, name: str) -> None:
+        for n, proc in list(self._procs):
+            if n == name:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                self._procs.remove((n, proc))
+
+    def _drain(self) -> None:
+        """Deletes every workload and pod, and waits until the kubelet has stopped them: the kubelet
+        then tears down each sandbox's network (CNI DEL) and volumes itself."""
+        self.kubectl("delete", "deployments,replicasets,daemonsets,statefulsets,jobs", "--all",
+                     "--all-namespaces", "--wait=false", check=False, timeout=120)
+        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=5", "--wait=false",
+                     check=False, timeout=120)
+        deadline = time.monotonic() + POD_TERMINATION_TIMEOUT_S
+        while time.monotonic() < deadline:
+            left = self.kubectl("get", "pods", "--all-namespaces", "-o", "name", check=False)
+            sandboxes = self.ctr("containers", "list", "-q", check=False)
+            if left.returncode == 0 and not left.stdout.strip() and not (sandboxes or "").strip():
+                return
+            time.sleep(1)
+
+    def _remove_leftover_containers(self) -> None:
+        """Kills and deletes what the kubelet left behind (after a failure: nothing, normally)."""
+        if not self._running("containerd"):
+            return
+        for task in (self.ctr("tasks", "list", "-q", check=False) or "").split():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", "--all", task, check=False)
+            time.sleep(0.5)
+            self.ctr("tasks", "delete", "--force", task, check=False)
+        for container in (self.ctr("containers", "list", "-q", check=False) or "").split():
+            self.ctr("containers", "delete", container, check=False)
+
+    @staticmethod
+    def _remove_cgroups() -> None:
+        """containerd puts pods' cgroups under k8s.io/ in each hierarchy (cgroup v1, no QoS classes);
+        runc removes each container's, and the empty parents are removed here."""
+        for parent in Path("/sys/fs/cgroup").glob("*/k8s.io"):
+            for directory in sorted(parent.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if directory.is_dir():
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+    def _unmount_all(self) -> None:
+        """Unmounts everything mounted under the node's directory (volumes, rootfs overlays, shm,
+        network namespaces), deepest first."""
+        prefix = str(self.node_dir) + "/"
+        for _ in range(3):  # a lazy unmount can leave a parent busy for a moment
+            mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+            ours = sorted({m for m in mounts if m.startswith(prefix)}, key=len, reverse=True)
+            if not ours:
+                return
+            for mount in ours:
+                run("umount", "--lazy", mount, check=False)
+            time.sleep(0.5)
+
+    def leftovers(self) -> list[str]:
+        """What of the node is still on this machine after `stop()`: should be nothing."""
+        left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].startswith(str(self.node_dir))]
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            left.append(f"the bridge {BRIDGE}")
+        if FIREWALL_CHAIN in run("iptables", "-S", check=False):
+            left.append(f"the iptables chain {FIREWALL_CHAIN}")
+        for table in ("filter", "nat", "mangle"):
+            if "KUBE-" in run("iptables", "-t", table, "-S", check=False):
+                left.append(f"kube-proxy's or the kubelet's rules in iptables' {table} table")
+        left += [str(p) for p in Path("/sys/fs/cgroup").glob("*/k8s.io")]
+        left += [f"process {name}" for name, proc in self._procs if proc.poll() is None]
+        return left
