@@ -51,7 +51,7 @@ def test_the_defaults_render_a_kserve_predictor_an_operator_for_the_release_name
     docs = helm.render(namespace="speech")
     isvc = _one(docs, "InferenceService")
     assert isvc["metadata"]["name"] == "chatterbox"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     container = isvc["spec"]["predictor"]["containers"][0]
     assert container["name"] == "kserve-container"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1

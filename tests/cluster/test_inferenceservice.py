@@ -9,13 +9,15 @@ serving.kserve.io/inferenceservice label, which the Deployment mode's pods carry
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from tests.support import kserve
 
+from . import workloads as w
 from .conftest import API_KEY, Release
-from .test_chart_on_node import _apply_voice, _get, _pods, _ready, _reloaded, _service_port, _show, _speak
 
 pytestmark = pytest.mark.cluster
 
@@ -37,29 +39,53 @@ def isvc_release(kserve_controller, node_helm, image_args):
     try:
         yield rel
     finally:
-        node_helm.run("uninstall", rel.name, "-n", NAMESPACE, "--wait", "--timeout=180s", check=False,
-                      timeout=240)
+        if node_helm.run("status", rel.name, "-n", NAMESPACE, check=False).returncode == 0:
+            node_helm.run("uninstall", rel.name, "-n", NAMESPACE, "--wait", "--timeout=180s", check=False,
+                          timeout=240)
 
 
 def test_kserve_reconciles_the_inference_service_into_a_ready_predictor(cluster, isvc_release, voice_bytes,
                                                                         tmp_path):
     cluster.kubectl("wait", "-n", NAMESPACE, "inferenceservice/chatterbox", "--for=condition=Ready",
                     "--timeout=600s", timeout=660)
-    isvc = _get(cluster, NAMESPACE, "inferenceservice/chatterbox")
+    isvc = w.get(cluster, NAMESPACE, "inferenceservice/chatterbox")
     # KServe's defaulting webhook ran, and its controller made the Deployment and Service itself.
-    mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
-    assert mode in ("RawDeployment", "Standard")
-    deployment = _get(cluster, NAMESPACE, "deployment/chatterbox-predictor")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert isvc["status"]["deploymentMode"] == "Standard"
+    deployment = w.get(cluster, NAMESPACE, "deployment/chatterbox-predictor")
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "InferenceService"
-    (pod,) = _pods(cluster, NAMESPACE, "serving.kserve.io/inferenceservice=chatterbox")
-    assert _ready(pod)
+    (pod,) = w.pods(cluster, NAMESPACE, "serving.kserve.io/inferenceservice=chatterbox")
+    assert w.ready(pod)
 
-    voice = _apply_voice(cluster, NAMESPACE, "gamma", "voice_gamma", voice_bytes, tmp_path)
-    assert "1 ready replicas reloaded" in _reloaded(voice)
-    _show(cluster)
-    port = _service_port(cluster, NAMESPACE)
+    voice = w.apply_voice(cluster, NAMESPACE, "gamma", "voice_gamma", voice_bytes, tmp_path)
+    assert "1 ready replicas reloaded" in w.reloaded(voice)
+    w.show(cluster)
+    port = w.service_port(cluster, NAMESPACE)
     with cluster.port_forward(NAMESPACE, "service/chatterbox-predictor", port) as url:
         listed = httpx.get(f"{url}/voices", headers={"X-API-Key": API_KEY}, timeout=30).json()
         assert "voice_gamma.pth" in listed
-        assert _speak(url, "voice_gamma") > 0
+        assert w.speak(url, "voice_gamma") > 0
     cluster.kubectl("delete", "voices", "--all", "-n", NAMESPACE, "--timeout=120s", timeout=150)
+
+
+def test_the_inference_service_takes_an_upgrade_and_its_uninstall_finishes(cluster, isvc_release):
+    # KServe's validating webhook checks every update against the mode it recorded: with the legacy
+    # annotation (RawDeployment) this upgrade, and the finalizer's removal below, were refused.
+    isvc_release.helm.run("upgrade", *isvc_release.install_args(), "--set", "predictor.mode=InferenceService",
+                          "--set", "predictor.settings.queueSize=8")
+    cluster.kubectl("wait", "-n", NAMESPACE, "inferenceservice/chatterbox", "--for=condition=Ready",
+                    "--timeout=600s", timeout=660)
+    container = w.get(cluster, NAMESPACE, "deployment/chatterbox-predictor")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert {"name": "CHATTERBOX_QUEUE_SIZE", "value": "8"} in container["env"]
+    isvc_release.helm.run("uninstall", isvc_release.name, "-n", NAMESPACE, "--wait", "--timeout=180s",
+                          timeout=240)
+    # KServe removed its finalizer, and the garbage collector the Deployment KServe owned.
+    assert cluster.kubectl("get", "-n", NAMESPACE, "inferenceservice/chatterbox",
+                           check=False).returncode != 0
+    deadline = time.monotonic() + 120
+    while w.pods(cluster, NAMESPACE, "serving.kserve.io/inferenceservice=chatterbox"):
+        assert time.monotonic() < deadline, "KServe's predictor pods outlived the InferenceService"
+        time.sleep(2)
+    gone = cluster.kubectl("get", "-n", NAMESPACE, "deployment/chatterbox-predictor", check=False)
+    assert gone.returncode != 0

@@ -7,7 +7,7 @@ container runtime, a pod network on a CNI bridge (Debian's containernetworking-p
 for Services. The Kubernetes binaries are those `make tools` builds from their Go modules.
 
 Where it sits on this machine, and why:
-- Everything listens on loopback or on the bridge this module makes (`BRIDGE`, `NODE_ADDRESS`): the API
+- Everything listens on loopback or on the bridge that node_host.py makes (`NODE_ADDRESS`): the API
   server and the kubelet on the bridge's address, which pods reach through the `kubernetes` Service.
 - Pods may talk to each other and to this node's own addresses, and nowhere else: a rule in the FORWARD
   chain drops whatever they send off the pod network (no pod here has anything to fetch from outside).
@@ -24,46 +24,22 @@ Where it sits on this machine, and why:
 from __future__ import annotations
 
 import contextlib
-import json
-import shlex
 import subprocess
 import time
 from pathlib import Path
 
 import yaml
 
+from . import node_host as host
 from .controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, free_port, tool, tools_env
+from .node_host import NODE_ADDRESS, POD_CIDR, NodeError, run
 
 NODE_NAME = "chatterbox-node"
-# The pod network: a /24 on a bridge of our own; nothing on this machine uses 10.244/16 (its own
-# network is 192.0.2.0/24, Docker's 172.17/16). The bridge's address is the node's address.
-BRIDGE = "chatterbox0"
-POD_CIDR = "10.244.0.0/24"
-NODE_ADDRESS = "10.244.0.1"
 # hack/node-images.sh builds both into Docker; these names are its defaults.
 PAUSE_IMAGE = "chatterbox-test/pause:1"
 PROVISIONER_IMAGE = f"chatterbox-test/local-path-provisioner:{tools_env('LOCAL_PATH_PROVISIONER_VERSION')}"
-FIREWALL_CHAIN = "CHATTERBOX-NODE"
 NODE_READY_TIMEOUT_S = 120  # the node turned Ready within 20 s on these machines
 POD_TERMINATION_TIMEOUT_S = 90
-
-
-class NodeError(RuntimeError):
-    pass
-
-
-def run(*argv: str, check: bool = True, timeout: float = 60, input: bytes | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, timeout=timeout, input=input)
-    if check and result.returncode != 0:
-        raise NodeError(f"{' '.join(argv)} exited with {result.returncode}:\n"
-                        f"{result.stderr.decode(errors='replace')[-3000:]}")
-    return result.stdout.decode(errors="replace")
-
-
-def system_deps() -> None:
-    """Debian's packages the node runs on, installed when missing (hack/system-deps.sh, root)."""
-    run("bash", str(REPO_ROOT / "hack/system-deps.sh"), "containerd", "runc", "cni-bridge", "iptables",
-        "conntrack", "ip", timeout=900)
 
 
 def build_node_images() -> None:
@@ -87,11 +63,11 @@ class Cluster(ControlPlane):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Cluster:
-        system_deps()
+        host.system_deps()
         self.node_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
         try:
-            self._network_up()
+            host.network_up(self.node_dir)
             super().start()  # etcd and kube-apiserver on the bridge's address
             self._start_containerd()
             self.import_image(PAUSE_IMAGE)
@@ -114,47 +90,10 @@ class Cluster(ControlPlane):
             self._kube_proxy_cleanup()
             self._remove_leftover_containers()
             self._terminate("containerd")
-            self._unmount_all()
-            self._remove_cgroups()
-            self._network_down()
+            host.unmount_under(self.node_dir)
+            host.remove_cgroups()
+            host.network_down()
             super().stop()
-
-    # -- network -----------------------------------------------------------------------------------
-    def _network_up(self) -> None:
-        self._network_down()  # a bridge or rule left by a run that was killed
-        run("ip", "link", "add", BRIDGE, "type", "bridge")
-        run("ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE)
-        run("ip", "link", "set", BRIDGE, "up")
-        # Docker sets the FORWARD policy to DROP: pods on the bridge may talk to each other (bridged
-        # frames pass iptables where br_netfilter is on, as kube-proxy needs), and nowhere else.
-        run("iptables", "-N", FIREWALL_CHAIN)
-        run("iptables", "-A", FIREWALL_CHAIN, "-s", POD_CIDR, "-d", POD_CIDR, "-j", "ACCEPT")
-        run("iptables", "-A", FIREWALL_CHAIN, "-s", POD_CIDR, "-j", "DROP")
-        run("iptables", "-A", FIREWALL_CHAIN, "-d", POD_CIDR, "-j", "DROP")
-        run("iptables", "-I", "FORWARD", "1", "-j", FIREWALL_CHAIN)
-        cni = self.node_dir / "cni"
-        cni.mkdir(exist_ok=True)
-        (cni / "10-chatterbox.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "chatterbox-pods",
-            "plugins": [
-                # No ipMasq: pod traffic is never translated for the outside, where it may not go.
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-                 "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_ADDRESS}]],
-                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.node_dir / "ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }, indent=2))
-
-    def _network_down(self) -> None:
-        for _ in range(5):  # one jump normally; more only if earlier runs were killed half-way
-            if f"-j {FIREWALL_CHAIN}" not in run("iptables", "-S", "FORWARD", check=False):
-                break
-            run("iptables", "-D", "FORWARD", "-j", FIREWALL_CHAIN, check=False)
-        run("iptables", "-F", FIREWALL_CHAIN, check=False)
-        run("iptables", "-X", FIREWALL_CHAIN, check=False)
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
-            run("ip", "link", "delete", BRIDGE, check=False)
 
     # -- containerd --------------------------------------------------------------------------------
     def _start_containerd(self) -> None:
@@ -316,23 +255,12 @@ class Cluster(ControlPlane):
         self._spawn("kube-proxy", [str(tool("kube-proxy")), f"--config={self._kube_proxy_config()}"])
 
     def _kube_proxy_cleanup(self) -> None:
-        """Removes kube-proxy's iptables rules (its own `--cleanup`) and the kubelet's (KUBE-FIREWALL and
-        its canaries, which nothing removes), all of which outlive the processes."""
+        """Removes kube-proxy's iptables rules (its own `--cleanup`) and the kubelet's, all of which
+        outlive the processes."""
         if (self.node_dir / "kube-proxy-config.yaml").exists():
             run(str(tool("kube-proxy")), f"--config={self._kube_proxy_config()}", "--cleanup",
                 check=False, timeout=60)
-        for command in ("iptables", "ip6tables"):
-            for table in ("filter", "nat", "mangle"):
-                rules = run(command, "-t", table, "-S", check=False).splitlines()
-                for rule in rules:  # jumps from the built-in chains first, then the chains themselves
-                    words = shlex.split(rule)  # kube-proxy's comments are quoted
-                    if words[0] == "-A" and not words[1].startswith("KUBE-") and " -j KUBE-" in rule:
-                        run(command, "-t", table, "-D", *words[1:], check=False)
-                chains = [r.split()[1] for r in rules if r.startswith("-N KUBE-")]
-                for chain in chains:
-                    run(command, "-t", table, "-F", chain, check=False)
-                for chain in chains:
-                    run(command, "-t", table, "-X", chain, check=False)
+        host.remove_kube_iptables()
 
     def _wait_node_ready(self) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT_S
@@ -436,42 +364,7 @@ class Cluster(ControlPlane):
         for container in (self.ctr("containers", "list", "-q", check=False) or "").split():
             self.ctr("containers", "delete", container, check=False)
 
-    @staticmethod
-    def _remove_cgroups() -> None:
-        """containerd puts pods' cgroups under k8s.io/ in each hierarchy (cgroup v1, no QoS classes);
-        runc removes each container's, and the empty parents are removed here."""
-        for parent in Path("/sys/fs/cgroup").glob("*/k8s.io"):
-            for directory in sorted(parent.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                if directory.is_dir():
-                    with contextlib.suppress(OSError):
-                        directory.rmdir()
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-
-    def _unmount_all(self) -> None:
-        """Unmounts everything mounted under the node's directory (volumes, rootfs overlays, shm,
-        network namespaces), deepest first."""
-        prefix = str(self.node_dir) + "/"
-        for _ in range(3):  # a lazy unmount can leave a parent busy for a moment
-            mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-            ours = sorted({m for m in mounts if m.startswith(prefix)}, key=len, reverse=True)
-            if not ours:
-                return
-            for mount in ours:
-                run("umount", "--lazy", mount, check=False)
-            time.sleep(0.5)
-
     def leftovers(self) -> list[str]:
         """What of the node is still on this machine after `stop()`: should be nothing."""
-        left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                if line.split()[4].startswith(str(self.node_dir))]
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
-            left.append(f"the bridge {BRIDGE}")
-        if FIREWALL_CHAIN in run("iptables", "-S", check=False):
-            left.append(f"the iptables chain {FIREWALL_CHAIN}")
-        for table in ("filter", "nat", "mangle"):
-            if "KUBE-" in run("iptables", "-t", table, "-S", check=False):
-                left.append(f"kube-proxy's or the kubelet's rules in iptables' {table} table")
-        left += [str(p) for p in Path("/sys/fs/cgroup").glob("*/k8s.io")]
-        left += [f"process {name}" for name, proc in self._procs if proc.poll() is None]
-        return left
+        return host.leftovers(self.node_dir) + [
+            f"process {name}" for name, proc in self._procs if proc.poll() is None]
