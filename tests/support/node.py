@@ -24,6 +24,7 @@ Where it sits on this machine, and why:
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ class Cluster(ControlPlane):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Cluster:
+        if os.geteuid() != 0:
+            raise NodeError("the cluster tier needs root (it starts containerd and a kubelet, and makes a "
+                            "bridge and iptables rules); run it as root, or skip it with -m 'not cluster'")
         host.system_deps()
         self.node_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
