@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from . import node_host as host
-from .controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, free_port, tool, tools_env
+from .controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, free_port, terminate, tool, tools_env
 from .node_host import NODE_ADDRESS, POD_CIDR, NodeError, run
 
 NODE_NAME = "chatterbox-node"
@@ -312,12 +312,7 @@ class Cluster(ControlPlane):
                 raise NodeError(f"kubectl port-forward {target} printed no port in {timeout} s")
             yield f"http://127.0.0.1:{local}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout=10)
             proc.stdout.close()
             proc.stderr.close()
 
@@ -333,13 +328,7 @@ class Cluster(ControlPlane):
     def _terminate(self, name: str) -> None:
         for n, proc in list(self._procs):
             if n == name:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                terminate(proc)
                 self._procs.remove((n, proc))
 
     def _drain(self) -> None:

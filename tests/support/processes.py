@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from .controlplane import free_port
+from .controlplane import free_port, terminate
 
 
 class ServerProcess:
@@ -46,14 +46,3 @@ class ServerProcess:
 
     def stop(self) -> None:
         terminate(self.proc)
-
-
-def terminate(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (a clean shutdown), then SIGKILL if the process has not exited within `timeout` s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
