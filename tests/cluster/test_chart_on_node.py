@@ -20,6 +20,9 @@ pytestmark = pytest.mark.cluster
 GONE_TIMEOUT_S = 120  # the provisioner removes the directory through a helper pod: seconds
 
 
+# The first test pays for its fixtures: on a cold machine the images build (~6 min), the node starts
+# (~1 min) and the predictor image moves into it (~2 min) before the release installs.
+@pytest.mark.timeout(1800)
 def test_the_operator_and_predictor_pods_become_ready_through_their_own_probes(cluster, release):
     started = time.monotonic()
     w.rollout(cluster, release.namespace, OPERATOR)

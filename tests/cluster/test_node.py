@@ -34,6 +34,7 @@ def test_the_node_is_ready_with_its_own_address_and_node_identity(cluster):
     cluster.kubectl("delete", "secret", "unused", "-n", "default")
 
 
+@pytest.mark.timeout(1800)  # alone, it builds and imports the images first (see test_chart_on_node.py)
 def test_a_pod_reaches_the_api_server_with_its_service_account(cluster, node_images):
     namespace = unique_name("node")
     cluster.kubectl("create", "namespace", namespace)
