@@ -117,6 +117,16 @@ build_kserve_manager() {
     github.com/kserve/kserve/cmd/manager)
 }
 
+# KServe's own YAML that the cluster tier installs beside the manager (its CRDs, ClusterRole, webhook
+# configurations and inferenceservice-config), from the same module, so that tests need no Go.
+build_kserve_config() {
+  local work=$1 version=$2 out=$3
+  local dir
+  dir=$(go mod download -json "github.com/kserve/kserve@$version" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  tar -C "$dir" -cf "$out" config/crd/full config/configmap/inferenceservice.yaml config/rbac/role.yaml \
+    config/webhook/manifests.yaml
+}
+
 build_helm() {
   local work=$1 version=$2 out=$3
   GOBIN="$work" go install -trimpath \
@@ -131,3 +141,4 @@ done
 install_cached helm "$HELM_VERSION" build_helm
 install_cached local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" build_local_path_provisioner
 install_cached kserve-manager "$KSERVE_VERSION" build_kserve_manager
+install_cached kserve-config.tar "$KSERVE_VERSION" build_kserve_config

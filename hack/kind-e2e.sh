@@ -123,7 +123,7 @@ metadata: {name: e2e-webhook-probe}
 spec: {selfSigned: {}}'
   helm upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version "$KSERVE_VERSION" \
     --namespace kserve --create-namespace --wait
-  # Standard is v0.20's name for RawDeployment (the legacy name is still accepted). No Ingress: kind has
+  # Standard is v0.20's name for RawDeployment (the chart's InferenceService says Standard too). No Ingress: kind has
   # no ingress controller, and the test reaches the predictor through a port-forward.
   helm upgrade --install kserve-resources oci://ghcr.io/kserve/charts/kserve-resources \
     --version "$KSERVE_VERSION" --namespace kserve --wait --timeout 10m \

@@ -21,7 +21,7 @@ KSERVE_IMAGE=${KSERVE_IMAGE:-chatterbox-test/kserve-manager:$KSERVE_VERSION}
 log() { printf '[node-images] %s\n' "$*" >&2; }
 
 bash "$root/hack/docker-engine.sh"
-bash "$root/hack/system-deps.sh" busybox
+bash "$root/hack/system-deps.sh" busybox gcc
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 work=$(mktemp -d)
@@ -38,7 +38,13 @@ if ! have "$PROVISIONER_IMAGE"; then
   [ -x "$bin_dir/local-path-provisioner" ] || { log "$bin_dir/local-path-provisioner is missing: run make tools"; exit 1; }
   rootfs=$work/provisioner
   mkdir -p "$rootfs/bin" "$rootfs/usr/bin" "$rootfs/tmp" "$rootfs/etc"
-  cp "$(command -v busybox)" "$rootfs/bin/busybox"
+  busybox=$(command -v busybox)
+  # The image holds no libc: only a static busybox runs there (Debian's busybox-static, not busybox).
+  if ldd "$busybox" >/dev/null 2>&1; then
+    log "$busybox is linked dynamically; install busybox-static"
+    exit 1
+  fi
+  cp "$busybox" "$rootfs/bin/busybox"
   # The applets the helper pods' scripts and a debugging `kubectl exec` use.
   for applet in sh mkdir rm rmdir ls cat chmod chown mv cp stat test sleep; do
     ln -s busybox "$rootfs/bin/$applet"

@@ -8,21 +8,23 @@
 #   containerd   containerd (with runc): the node's container runtime, started apart from Docker's;
 #   cni-bridge   containernetworking-plugins: the pod network (bridge, host-local, portmap, loopback);
 #   iptables, conntrack: kube-proxy's Service rules and their cleanup;
-#   busybox      busybox-static: the shell inside the local-path-provisioner image (hack/node-images.sh).
+#   busybox      busybox-static: the shell inside the local-path-provisioner image (hack/node-images.sh);
+#   gcc          gcc and libc6-dev (whose libc.a links the sandbox's pause program static).
 set -euo pipefail
 
 declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg
   [containerd]=containerd [runc]=runc [cni-bridge]=containernetworking-plugins [iptables]=iptables
-  [conntrack]=conntrack [busybox]=busybox-static [ip]=iproute2)
+  [conntrack]=conntrack [busybox]=busybox-static [ip]=iproute2 [gcc]="gcc libc6-dev")
 # Commands that are not on PATH under their own name.
 declare -A path_of=([cni-bridge]=/usr/lib/cni/bridge)
 missing=()
 for command in "$@"; do
   [ -n "${package_of[$command]:-}" ] || { echo "[system-deps] no package known for '$command'" >&2; exit 2; }
+  read -ra packages <<<"${package_of[$command]}"  # one command may need several packages
   if [ -n "${path_of[$command]:-}" ]; then
-    [ -x "${path_of[$command]}" ] || missing+=("${package_of[$command]}")
+    [ -x "${path_of[$command]}" ] || missing+=("${packages[@]}")
   else
-    command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
+    command -v "$command" >/dev/null || missing+=("${packages[@]}")
   fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -1,5 +1,5 @@
-"""Fixtures shared by every test tier: the real control plane (with or without a node), the images and
-random-weight Chatterbox checkpoints.
+"""Fixtures shared by every test tier: the real control plane, the images and random-weight Chatterbox
+checkpoints (the control plane with a node is tests/cluster's own).
 
 All are session-scoped and built lazily: a tier that never asks for one never pays for it.
 """
@@ -23,24 +23,6 @@ def control_plane(tmp_path_factory):
 
     with ControlPlane(tmp_path_factory.mktemp("controlplane")) as cp:
         yield cp
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    """A control plane with one node that runs pods, and a default StorageClass as on k3s (see
-    tests/support/node.py). Root only: it starts containerd and a kubelet, and makes a bridge.
-
-    Teardown removes every container, mount, network namespace and firewall rule it made, and fails
-    the session if any is left."""
-    from tests.support.node import PROVISIONER_IMAGE, Cluster, build_node_images
-
-    build_node_images()
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
-    with cluster:
-        cluster.install_storage(cluster.import_image(PROVISIONER_IMAGE))
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"the cluster left these behind: {left}"
 
 
 @dataclass(frozen=True)

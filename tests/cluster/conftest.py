@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.helm import CHART, Helm
+from tests.support.node import PROVISIONER_IMAGE, Cluster, build_node_images, require_root
 
 NAMESPACE = "chatterbox"
 RELEASE = "tts"
@@ -32,7 +33,26 @@ class Release:
                 "--set", f"apiKey.value={API_KEY}", *self.image_args]
 
 
-@pytest.fixture(scope="session")
+# Package scope: the node (containerd holding the imported images, the kubelet, KServe) is gone before
+# the other tiers run, instead of lasting until the session ends.
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory):
+    """A control plane with one node that runs pods, and a default StorageClass as on k3s (see
+    tests/support/node.py). Root only: it starts containerd and a kubelet, and makes a bridge.
+
+    Teardown removes every container, mount, network namespace, firewall rule and kernel setting it
+    made or changed, and fails if any is left."""
+    require_root()
+    build_node_images()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    with cluster:
+        cluster.install_storage(cluster.import_image(PROVISIONER_IMAGE))
+        yield cluster
+    left = cluster.leftovers()
+    assert not left, f"the cluster left these behind: {left}"
+
+
+@pytest.fixture(scope="package")
 def node_images(cluster, images):
     """Both images, moved from Docker into the node's containerd (seconds for the operator, about a
     minute for the predictor's 7 GB)."""
@@ -43,13 +63,13 @@ def node_images(cluster, images):
     return images
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_helm(cluster, node_images, tmp_path_factory) -> Helm:
     """Helm as the cluster's admin."""
     return Helm(tmp_path_factory.mktemp("helm-home"), cluster.admin_kubeconfig)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_args(node_images) -> list[str]:
     """The --set flags that point the chart at the images the tiers built (never pulled)."""
     args = []
@@ -69,6 +89,11 @@ def release(node_helm, image_args):
     try:
         yield rel
     finally:
-        if node_helm.run("status", RELEASE, "-n", NAMESPACE, check=False).returncode == 0:
-            node_helm.run("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=120s", check=False,
-                          timeout=180)
+        uninstall(node_helm, rel)
+
+
+def uninstall(helm: Helm, release: Release) -> None:
+    """`helm uninstall --wait` if a test did not; loudly, since a release left behind (its CRDs, its
+    ClusterRoles) would make the next module's install fail for a reason far from its cause."""
+    if helm.run("status", release.name, "-n", release.namespace, check=False).returncode == 0:
+        helm.run("uninstall", release.name, "-n", release.namespace, "--wait", "--timeout=180s", timeout=240)

@@ -85,6 +85,8 @@ def test_an_upgrade_to_two_replicas_tells_both_to_reload(cluster, release, voice
         if len(ready) == 2:
             break
         time.sleep(1)
+    else:
+        raise AssertionError(f"the predictor's EndpointSlices never listed both ready pods: {slices}")
     voice = w.apply_voice(cluster, release.namespace, "beta", "voice_beta", voice_bytes, tmp_path)
     assert "2 ready replicas reloaded" in w.reloaded(voice)
     w.show(cluster)

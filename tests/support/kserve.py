@@ -13,32 +13,33 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
+import tarfile
 from pathlib import Path
 
 import yaml
 
-from .controlplane import tools_env
+from .controlplane import tools_dir, tools_env
 
 NAMESPACE = "kserve"
 SERVICE_ACCOUNT = "kserve-controller-manager"
 WEBHOOK_SERVICE = "kserve-webhook-server-service"
 WEBHOOK_SECRET = "kserve-webhook-server-cert"
+# On every cluster-scoped object install() makes, so that uninstall() finds them.
+TEST_LABEL = "chatterbox-k8s.io/test-kserve"
 
 
 VERSION = tools_env("KSERVE_VERSION")
 IMAGE = f"chatterbox-test/kserve-manager:{VERSION}"
 
 
-def module_dir() -> Path:
-    """The kserve module's source, from the Go module cache that `make tools` filled (no download)."""
-    result = subprocess.run(["go", "mod", "download", "-json", f"github.com/kserve/kserve@{VERSION}"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"})
-    if result.returncode != 0:
-        raise RuntimeError(f"the kserve module is not available: {result.stderr[-2000:]}")
-    return Path(json.loads(result.stdout)["Dir"])
+def config_dir(workdir: Path) -> Path:
+    """KServe's YAML from its module, as `make tools` packed it (bin/kserve-config.tar), unpacked."""
+    tar = tools_dir() / "kserve-config.tar"
+    if not tar.exists():
+        raise FileNotFoundError(f"{tar} is missing: run `make tools` (packs KServe's config from its module)")
+    with tarfile.open(tar) as archive:
+        archive.extractall(workdir, filter="data")
+    return workdir
 
 
 def _docs(path: Path) -> list[dict]:
@@ -48,7 +49,7 @@ def _docs(path: Path) -> list[dict]:
 def install(cluster) -> None:
     """KServe's CRDs, config, RBAC, webhooks and controller in namespace `kserve`; returns when the
     controller is Ready (its readiness waits for the webhook server)."""
-    source = module_dir()
+    source = config_dir(cluster.dir / "kserve")
     cluster.import_image(IMAGE)
     if cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
         cluster.kubectl("create", "namespace", NAMESPACE)
@@ -114,6 +115,8 @@ def install(cluster) -> None:
                       "volumes": [{"name": "cert", "secret": {"secretName": WEBHOOK_SECRET}}],
                   }}}},
     ]
+    for doc in [*objects, *webhooks]:
+        doc["metadata"].setdefault("labels", {})[TEST_LABEL] = "true"
     cluster.kubectl("apply", "--server-side", "-f", "-",
                     input="\n---\n".join(yaml.safe_dump(o) for o in objects))
     cluster.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/kserve-controller-manager",
@@ -121,3 +124,12 @@ def install(cluster) -> None:
     # The webhooks last: with failurePolicy Fail they would refuse pods until the server answers.
     cluster.kubectl("apply", "--server-side", "-f", "-",
                     input="\n---\n".join(yaml.safe_dump(o) for o in webhooks))
+
+
+def uninstall(cluster) -> None:
+    """Webhooks first (with failurePolicy Fail they would refuse what they can no longer judge), then the
+    controller and its namespace; the CRDs stay, as KServe's own uninstall keeps them."""
+    cluster.kubectl("delete", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-l",
+                    f"{TEST_LABEL}=true", timeout=120)
+    cluster.kubectl("delete", "clusterrolebindings,clusterroles", "-l", f"{TEST_LABEL}=true", timeout=120)
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=120s", timeout=150)

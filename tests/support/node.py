@@ -15,8 +15,9 @@ Where it sits on this machine, and why:
   namespaces live under its state directory, so `stop()` finds and removes everything it made.
 - This machine grants no CAP_SYS_RESOURCE: containerd must not raise a container's OOM score
   (`restrict_oom_score_adj`), or runc fails with "can't get final child's PID from pipe".
-- cgroup v1 with the cgroupfs driver, no QoS hierarchy and no node-allocatable enforcement: the
-  kubelet's defaults assume systemd and cgroup v2, which this machine does not have.
+- cgroup v1 (the kubelet refuses it unless `failCgroupV1` is off), the cgroupfs driver (no systemd
+  here), and no QoS hierarchy or node-allocatable enforcement, which this machine's cgroups cannot
+  carry.
 - No registry can be reached: images come from the local Docker engine (`import_image`), pods use
   `imagePullPolicy: Never`, and the sandbox image is a static pause program (hack/node-images.sh).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +34,16 @@ from pathlib import Path
 import yaml
 
 from . import node_host as host
-from .controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, free_port, terminate, tool, tools_env
+from .controlplane import (
+    REPO_ROOT,
+    SERVICE_CIDR,
+    ControlPlane,
+    free_port,
+    terminate,
+    tool,
+    tools_env,
+    unique_name,
+)
 from .node_host import NODE_ADDRESS, POD_CIDR, NodeError, run
 
 NODE_NAME = "chatterbox-node"
@@ -43,6 +54,12 @@ NODE_READY_TIMEOUT_S = 120  # the node turned Ready within 20 s on these machine
 POD_TERMINATION_TIMEOUT_S = 90
 
 
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NodeError("the cluster tier needs root (it starts containerd and a kubelet, and makes a "
+                        "bridge and iptables rules); run it as root, or skip it with -m 'not cluster'")
+
+
 def build_node_images() -> None:
     """The sandbox and provisioner images, into Docker (hack/node-images.sh; seconds, once a machine)."""
     run("bash", str(REPO_ROOT / "hack/node-images.sh"), timeout=600)
@@ -50,7 +67,8 @@ def build_node_images() -> None:
 
 class Cluster(ControlPlane):
     """The control plane with one node; `start()`, use, `stop()` (removes every container, mount,
-    network namespace, firewall rule and directory it made)."""
+    network namespace, firewall rule, log link and directory it made, and puts back the kernel
+    settings the kubelet changed; `leftovers()` checks)."""
 
     def __init__(self, workdir: Path):
         super().__init__(workdir, node_address=NODE_ADDRESS)
@@ -59,15 +77,17 @@ class Cluster(ControlPlane):
         self.containerd_root = self.node_dir / "containerd" / "root"
         self.containerd_state = self.node_dir / "containerd" / "state"
         self.kubelet_dir = self.node_dir / "kubelet"
+        self.pod_logs_dir = self.node_dir / "pod-logs"
+        self.sysctls: dict[str, str] = {}
         # Where the local-path provisioner puts the claims' directories (local-path-provisioner.yaml).
         self.storage_dir = self.node_dir / "storage"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Cluster:
-        if os.geteuid() != 0:
-            raise NodeError("the cluster tier needs root (it starts containerd and a kubelet, and makes a "
-                            "bridge and iptables rules); run it as root, or skip it with -m 'not cluster'")
+        require_root()
         host.system_deps()
+        host.recover_killed_run()
+        self.sysctls = host.read_sysctls()
         self.node_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
         try:
@@ -85,19 +105,28 @@ class Cluster(ControlPlane):
         return self
 
     def stop(self) -> None:
-        try:
-            if self._running("kubelet"):
-                self._drain()
-        finally:
-            for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager"):
-                self._terminate(name)
-            self._kube_proxy_cleanup()
-            self._remove_leftover_containers()
-            self._terminate("containerd")
-            host.unmount_under(self.node_dir)
-            host.remove_cgroups()
-            host.network_down()
-            super().stop()
+        """Every step runs even when one before it failed (a hung ctr must not leave the bridge and
+        the API server behind); the first failure is raised at the end."""
+        errors = []
+        steps = [self._drain, *(lambda n=n: self._terminate(n) for n in
+                                ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager")),
+                 self._kube_proxy_cleanup, self._remove_leftover_containers,
+                 lambda: self._terminate("containerd"), host.remove_cgroups,
+                 lambda: host.unmount_under(self.node_dir), self._remove_log_links, host.network_down,
+                 lambda: host.write_sysctls(self.sysctls), super().stop,
+                 lambda: host.STATE.unlink(missing_ok=True)]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - collected, raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        super()._spawn(name, argv)
+        # What the next run removes first if this one is killed before its teardown.
+        host.save_state(self.node_dir, [p.pid for _, p in self._procs], self.sysctls)
 
     # -- containerd --------------------------------------------------------------------------------
     def _start_containerd(self) -> None:
@@ -120,6 +149,9 @@ class Cluster(ControlPlane):
             f'  address = "{self.containerd_socket}.debug"',
             "[metrics]",
             '  address = ""',
+            # Where containerd would otherwise install plugins' files: /opt/containerd.
+            '[plugins."io.containerd.internal.v1.opt"]',
+            f'  path = "{self.node_dir / "containerd" / "opt"}"',
             f"[{cri}]",
             f'  sandbox_image = "docker.io/{PAUSE_IMAGE}"',
             "  restrict_oom_score_adj = true",  # no CAP_SYS_RESOURCE here (see the module docstring)
@@ -224,6 +256,9 @@ class Cluster(ControlPlane):
                              "imagefs.available": "1%"},
             "serializeImagePulls": False,
             "registerNode": True,
+            # Pods' logs under the node's directory (the default is /var/log/pods); the kubelet still
+            # links each container's log from /var/log/containers, which stop() removes.
+            "podLogsDir": str(self.pod_logs_dir),
             "maxPods": 30,
             # Pod deletions end quickly in tests; the default 1 minute sync would slow every change.
             "syncFrequency": "10s", "fileCheckFrequency": "10s",
@@ -294,27 +329,23 @@ class Cluster(ControlPlane):
     @contextlib.contextmanager
     def port_forward(self, namespace: str, target: str, port: int, timeout: float = 30):
         """`kubectl port-forward TARGET :PORT` (through the API server, the kubelet and containerd's
-        stream server); yields the local URL, http://127.0.0.1:LOCAL."""
-        proc = subprocess.Popen(
-            [str(tool("kubectl")), "--kubeconfig", str(self.admin_kubeconfig), "-n", namespace,
-             "port-forward", "--address=127.0.0.1", target, f":{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stream server); yields the local URL, http://127.0.0.1:LOCAL. Its output goes to a file, so
+        that nothing waits on a pipe (it prints a line for every connection)."""
+        log = self.dir / f"{unique_name('port-forward')}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(tool("kubectl")), "--kubeconfig", str(self.admin_kubeconfig), "-n", namespace,
+                 "port-forward", "--address=127.0.0.1", target, f":{port}"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:43127 -> 8080"
-                if line.startswith("Forwarding from 127.0.0.1:"):
-                    local = line.split("127.0.0.1:", 1)[1].split()[0]
-                    break
-                if not line and proc.poll() is not None:
-                    raise NodeError(f"kubectl port-forward {target} exited: {proc.stderr.read()[-2000:]}")
-            else:
-                raise NodeError(f"kubectl port-forward {target} printed no port in {timeout} s")
-            yield f"http://127.0.0.1:{local}"
+            while (found := re.search(r"Forwarding from 127\.0\.0\.1:(\d+) ", log.read_text())) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise NodeError(f"kubectl port-forward {target} gave no port:\n{log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{found.group(1)}"
         finally:
             terminate(proc, timeout=10)
-            proc.stdout.close()
-            proc.stderr.close()
 
     # -- teardown ----------------------------------------------------------------------------------
     def _running(self, name: str) -> bool:
@@ -334,6 +365,8 @@ class Cluster(ControlPlane):
     def _drain(self) -> None:
         """Deletes every workload and pod, and waits until the kubelet has stopped them: the kubelet
         then tears down each sandbox's network (CNI DEL) and volumes itself."""
+        if not self._running("kubelet"):
+            return
         self.kubectl("delete", "deployments,replicasets,daemonsets,statefulsets,jobs", "--all",
                      "--all-namespaces", "--wait=false", check=False, timeout=120)
         self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=5", "--wait=false",
@@ -357,7 +390,16 @@ class Cluster(ControlPlane):
         for container in (self.ctr("containers", "list", "-q", check=False) or "").split():
             self.ctr("containers", "delete", container, check=False)
 
+    def _remove_log_links(self) -> None:
+        """The kubelet's links in /var/log/containers to our pods' logs."""
+        links = Path("/var/log/containers")
+        for link in links.glob("*.log") if links.is_dir() else ():
+            if link.is_symlink() and str(self.pod_logs_dir) in os.readlink(link):
+                link.unlink()
+
     def leftovers(self) -> list[str]:
         """What of the node is still on this machine after `stop()`: should be nothing."""
-        return host.leftovers(self.node_dir) + [
+        links = [str(p) for p in Path("/var/log/containers").glob("*.log")
+                 if p.is_symlink() and str(self.pod_logs_dir) in os.readlink(p)]
+        return host.leftovers(self.node_dir, self.sysctls) + links + [
             f"process {name}" for name, proc in self._procs if proc.poll() is None]
