@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatterbox-predictor: {exc}", file=sys.stderr)
         return 1
     # Our routes beside KServe's, on the app its server serves.
-    install(model_server.app, TTSService(model.tts_engine, model.voices), keys,
+    install(model_server.app, TTSService(model.tts_engine, model.voices, model.cloner, settings), keys,
             open_metrics=settings.open_metrics, max_text_chars=settings.max_text_chars)
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,

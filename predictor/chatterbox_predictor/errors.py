@@ -61,6 +61,10 @@ class VoiceStoreError(EngineError):
     status = 500
 
 
+class UnusableAudio(InvalidVoice):
+    """Reference recordings of which none could be cloned from; the message names each and why."""
+
+
 class PayloadTooLarge(InvalidInput):
     status = 413
 

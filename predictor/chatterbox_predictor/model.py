@@ -26,6 +26,7 @@ from .api import metrics
 from .api.kserve_v2 import V2_INPUTS, V2_OUTPUTS, parse_v1, parse_v2
 from .audio import wav_bytes
 from .checkpoints import resolve_checkpoint
+from .cloner import Cloner
 from .engine import Engine, EngineConfig, SynthesisRequest
 from .loading import resolve_device
 from .settings import PredictorSettings
@@ -44,6 +45,7 @@ class ChatterboxModel(kserve.Model):
         self.settings = settings
         self.tts_engine: Engine | None = None
         self.voices: VoiceDirectory | None = None
+        self.cloner: Cloner | None = None
 
     def load(self) -> bool:
         started = time.monotonic()
@@ -58,6 +60,7 @@ class ChatterboxModel(kserve.Model):
         self.voices = VoiceDirectory(library, scan_interval=settings.voice_scan_interval)
         self.voices.start()
         self.tts_engine.start()
+        self.cloner = Cloner(self.tts_engine.model, config.variant, settings.clone_max_pending)
         metrics.register_engine(self.tts_engine)
         log.info("loaded and warmed up Chatterbox %s from %s on %s in %.1f s", settings.variant,
                  directory, device, time.monotonic() - started)
@@ -65,12 +68,14 @@ class ChatterboxModel(kserve.Model):
         return self.ready
 
     def stop(self, wait: bool = False) -> None:
-        """Stops the voice watcher and the engine. KServe calls this on unload and from its signal
-        handler, both on the event loop, so by default nothing is joined (both threads exit by
-        themselves within a token or a scan); `wait` joins them (at process exit)."""
+        """Stops the voice watcher, the cloner and the engine. KServe calls this on unload and from its
+        signal handler, both on the event loop, so by default nothing is joined (the threads exit by
+        themselves within a token, a scan or a clone); `wait` joins them (at process exit)."""
         self.ready = False
         if self.voices is not None:
             self.voices.stop(wait)
+        if self.cloner is not None:
+            self.cloner.stop(wait)
         if self.tts_engine is not None:
             self.tts_engine.stop(wait)
 

@@ -66,6 +66,12 @@ class PredictorSettings(Settings):
     max_text_chars: int = Field(5000, gt=0, description="Longest text accepted per request.")
     token_cap: int = Field(1000, gt=0, description="Most speech tokens generated per sentence group (25 "
                            "tokens = 1 s); requests may ask for fewer.")
+    clone_max_upload_mb: int = Field(100, gt=0, description="Largest total of the reference recordings "
+                                     "of one cloning request (POST /voices with audio), in MiB.")
+    clone_max_pending: int = Field(2, gt=0, description="Voices being cloned or waiting at once; beyond it "
+                                   "the server answers 503 with Retry-After.")
+    clone_max_tune_steps: int = Field(200, ge=0, description="Most fine-tuning steps a cloning request may "
+                                      "ask for (0: no tuning on this server).")
     watermark: bool = Field(True, description="Perth watermark on generated audio (Resemble AI's "
                             "responsible-AI default).")
 

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import chatterbox_voicefile as voicefile
 from chatterbox_voicefile import VOICE_SUFFIX
@@ -145,15 +146,22 @@ class VoiceDirectory:
         return VoiceStoreError(f"the voice directory {self.directory} refused the change: "
                                f"{exc.strerror or exc}; it must be writable by uid {os.getuid()}")
 
-    def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
-        """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
+    def check_writable(self, voice_id: str, overwrite: bool = False) -> Path:
+        """The target of a save under `voice_id`, or the error that save would raise for the name alone
+        (an invalid id, a managed voice, an existing one without `overwrite`): cloning asks first."""
         name = voice_file_name(voice_id)
         self._refuse_managed(name, "change its spec to replace the file")
-        # Refuses anything that is not a loadable voice; the tensors are built when the voice is used.
-        check_voice_bytes(raw, self.library.variant)
         target = self.directory / name
         if target.exists() and not overwrite:
             raise VoiceExists(f"Voice '{name}' already exists; upload with overwrite=true to replace it.")
+        return target
+
+    def save(self, voice_id: str, raw: bytes, overwrite: bool = False) -> str:
+        """Validates and stores a voice; returns its file name. Nothing is left behind on failure."""
+        target = self.check_writable(voice_id, overwrite)
+        name = target.name
+        # Refuses anything that is not a loadable voice; the tensors are built when the voice is used.
+        check_voice_bytes(raw, self.library.variant)
         try:
             write_atomic(target, raw, overwrite=overwrite)
         except FileExistsError:  # the name was taken between the check above and the link

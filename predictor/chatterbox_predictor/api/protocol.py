@@ -172,3 +172,51 @@ class OpenAIVoiceList(BaseModel):
     data: list[OpenAIVoice]
 
 
+
+
+# -- cloning -----------------------------------------------------------------------------------------
+class RejectedRecording(BaseModel):
+    file: str = Field(..., description="The recording's file name as uploaded.")
+    reason: str = Field(..., description="Why it was left out (too short, clipped, silent, several "
+                        "channels, noisy, not decodable).")
+
+
+class ClonedSegment(BaseModel):
+    file: str
+    start_s: float = Field(..., description="Where the segment starts in its recording.")
+    end_s: float
+    duration_s: float
+    similarity: float = Field(..., description="Cosine similarity of its voice-encoder embedding to the "
+                              "voice's speaker embedding.")
+    reference: bool = Field(..., description="Part of the prompt and decoder reference (the best segments).")
+
+
+class CloneReport(BaseModel):
+    """What a clone was made of and how good it is: the cloning tool's sidecar, less the file's name."""
+
+    model_config = ConfigDict(extra="allow")  # recordings, notes, timings: informative, not a contract
+
+    variant: str
+    sha256: str = Field(..., description="SHA-256 of the voice file.")
+    bytes: int
+    total_duration_s: float = Field(..., description="Seconds of speech in the segments used.")
+    segments: list[ClonedSegment]
+    rejected: list[RejectedRecording]
+    quality: dict[str, float] = Field(..., description="speaker_similarity_mean and _min; with tuning, "
+                                      "held_out_loss_before and _after.")
+    tune: dict | None = Field(None, description="The tuning run (steps, losses), when one was asked for.")
+
+
+class CloneResponse(BaseModel):
+    """`POST /voices` with recordings: the voice is stored."""
+
+    voice_id: str = Field(..., description="The voice's file name, `<voice_id>.pth`.")
+    message: str
+    report: CloneReport
+
+
+class ClonedVoice(BaseModel):
+    """`POST /voices/clone`: the voice file itself, not stored (the voice operator stores it)."""
+
+    voice: str = Field(..., description="The voice file (.pth), base64.")
+    report: CloneReport

@@ -5,15 +5,19 @@ import asyncio
 import logging
 
 from chatterbox_voicefile import MAX_VOICE_BYTES, VOICE_SUFFIX
-from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from ..audio import MEDIA_TYPES, AudioEncoder
-from ..errors import PayloadTooLarge
+from ..errors import InvalidInput, PayloadTooLarge
 from ..voice_directory import upload_file_name
+from . import cloning
 from .protocol import (
     VOICE_ID_MAX_CHARS,
     VOICE_ID_PATTERN,
+    ClonedVoice,
+    CloneReport,
+    CloneResponse,
     GenerateRequest,
     HealthResponse,
     MessageResponse,
@@ -56,17 +60,35 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         return [v + VOICE_SUFFIX for v in await asyncio.to_thread(service.voices.list)]
 
     @router.post("/voices", status_code=201, tags=["voices"], operation_id="uploadVoice",
-                 responses={201: {"links": links.UPLOADED}, **errors(400, 409, 413, 422)})
+                 responses={201: {"links": links.UPLOADED}, **errors(400, 409, 413, 422, 503)})
     async def upload_voice(
-            file: UploadFile = File(..., description="A voice file named <voice_id>.pth (a saved "
-                                    "Conditionals)."),
+            file: UploadFile | None = File(None, description="A voice file named <voice_id>.pth (a saved "
+                                           "Conditionals)."),
+            audio: list[UploadFile] | None = File(None, description="Instead of `file`: one or more "
+                                                  "recordings of one speaker (WAV, FLAC, MP3, Ogg) to "
+                                                  "clone the voice from; needs ?voice_id=."),
             voice_id: str | None = Query(None, max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
                                          description="Store it under this voice id rather than the "
-                                         "file's name."),
-            overwrite: bool = Query(False, description="Replace an existing voice.")) -> UploadResponse:
-        """Uploads a voice file: validated (name, size, weights-only read, structure) before it lands,
-        atomically; a bad upload leaves nothing behind. A voice that a `Voice` resource manages is a
-        409: change the resource instead."""
+                                         "file's name (required when cloning)."),
+            overwrite: bool = Query(False, description="Replace an existing voice."),
+            options: dict = Depends(cloning.clone_options)) -> UploadResponse | CloneResponse:
+        """Uploads a voice file, or clones one from recordings. A file is validated (name, size,
+        weights-only read, structure) before it lands, atomically; a bad upload leaves nothing behind.
+        Recordings are checked one by one (the answer says which were rejected and why), cloned on the
+        server's device, and the voice is stored the same way. A voice that a `Voice` resource manages
+        is a 409: change the resource instead."""
+        if (file is None) == (not audio):
+            raise InvalidInput("give either file (a <voice_id>.pth) or audio (recordings to clone from)")
+        if audio:
+            if not voice_id:
+                raise InvalidInput("cloning needs ?voice_id= (the name of the new voice)")
+            service.voices.check_writable(voice_id, overwrite)  # refuse before the work, not after
+            result = await cloning.clone(service, audio, options)
+            saved = await asyncio.to_thread(service.voices.save, voice_id, result.voice, overwrite)
+            log.info("voice %s cloned from %d recordings (%d bytes)", saved, len(audio), len(result.voice))
+            return CloneResponse(voice_id=saved, message=f"Voice cloned from {len(audio)} recordings "
+                                 f"({len(result.rejections)} rejected).",
+                                 report=CloneReport(**result.report))
         # The file is always named <voice_id>.pth; ?voice_id= only stores it under another id.
         name = upload_file_name(file.filename or "")
         name = voice_id or name
@@ -74,6 +96,17 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         saved = await asyncio.to_thread(service.voices.save, name, raw, overwrite)
         log.info("voice %s uploaded (%d bytes)", saved, len(raw))
         return UploadResponse(voice_id=saved, message="Voice uploaded successfully.")
+
+    @router.post("/voices/clone", tags=["voices"], operation_id="cloneVoice",
+                 responses=errors(400, 413, 422, 503))
+    async def clone_voice(
+            audio: list[UploadFile] = File(..., description="One or more recordings of one speaker (WAV, "
+                                           "FLAC, MP3, Ogg)."),
+            options: dict = Depends(cloning.clone_options)) -> ClonedVoice:
+        """Clones a voice from recordings and returns the voice file, without storing it (the voice
+        operator's `clone` source stores it itself). Same recordings and options, same file."""
+        result = await cloning.clone(service, audio, options)
+        return ClonedVoice(voice=cloning.encoded(result), report=CloneReport(**result.report))
 
     @router.delete("/voices/{voice_id}", tags=["voices"], operation_id="deleteVoice",
                    responses=errors(404, 409, 422))

@@ -1,4 +1,5 @@
-"""What every protocol's routes share: the engine, the voice directory, and audio streamed as it is made.
+"""What every protocol's routes share: the engine, the voice directory, the cloner, and audio streamed as
+it is made.
 
 `TTSService.audio` starts a generation and waits for its first chunk, so every error that can happen
 before audio exists (unknown voice, bad text, full queue) becomes an HTTP error rather than a broken
@@ -13,8 +14,10 @@ import time
 from collections.abc import AsyncIterator
 
 from ..audio import AudioEncoder
+from ..cloner import Cloner
 from ..engine import Engine, SynthesisRequest
 from ..errors import EngineError
+from ..settings import PredictorSettings
 from ..voice_directory import VoiceDirectory
 from . import metrics
 from .protocol import OPENAI_VOICES
@@ -23,9 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class TTSService:
-    def __init__(self, engine: Engine, voices: VoiceDirectory):
+    def __init__(self, engine: Engine, voices: VoiceDirectory, cloner: Cloner,
+                 settings: PredictorSettings | None = None):
         self.engine = engine
         self.voices = voices
+        self.cloner = cloner
+        self.settings = settings if settings is not None else PredictorSettings()
 
     @property
     def sample_rate(self) -> int:

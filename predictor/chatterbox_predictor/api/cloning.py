@@ -1,0 +1,75 @@
+"""Cloning over HTTP: reference recordings in a multipart body, the tool's pipeline on the server.
+
+`POST /voices` stores the result like an uploaded file (its `file` upload keeps the plan's shape; give
+`audio` parts instead to clone); `POST /voices/clone` returns the voice file without storing it, for the
+voice operator, which verifies and syncs it itself. Both answer what was rejected and why. The options
+are query parameters, as `voice_id` and `overwrite` already are; the limits are the server's settings.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import Query, UploadFile
+
+from ..cloning.pipeline import CloneOptions, CloneResult, Source
+from ..cloning.tuning import TuneOptions
+from ..errors import InvalidInput, PayloadTooLarge
+from .service import TTSService
+
+
+def clone_options(
+        exaggeration: float = Query(0.5, ge=0, le=2, description="Emotion exaggeration stored in the voice."),
+        tune: bool = Query(False, description="Fine-tune the speaker embedding on the recordings."),
+        tune_steps: int = Query(50, ge=1, le=10_000, description="Tuning steps (the server caps them: "
+                                "--clone_max_tune_steps)."),
+        tune_lr: float = Query(0.002, gt=0, le=1, description="Tuning learning rate."),
+        seed: int = Query(0, ge=0, lt=2**31, description="Seed of the held-out split (same inputs and "
+                          "seed, same file)."),
+        language: str | None = Query(None, min_length=2, max_length=8, pattern=r"^[A-Za-z-]+$",
+                                     description="Language of transcripts (multilingual tuning)."),
+) -> dict:
+    return dict(exaggeration=exaggeration, tune=tune, tune_steps=tune_steps, tune_lr=tune_lr, seed=seed,
+                language=language)
+
+
+def build_options(service: TTSService, query: dict) -> CloneOptions:
+    tune = None
+    if query["tune"]:
+        cap = service.settings.clone_max_tune_steps
+        if cap == 0:
+            raise InvalidInput("this server does not fine-tune voices (--clone_max_tune_steps 0): clone "
+                               "without tune, or tune offline with the cloning tool")
+        if query["tune_steps"] > cap:
+            raise InvalidInput(f"tune_steps is {query['tune_steps']}; this server allows at most {cap}")
+        tune = TuneOptions(steps=query["tune_steps"], learning_rate=query["tune_lr"], seed=query["seed"],
+                           language=query["language"])
+    return CloneOptions(exaggeration=query["exaggeration"], tune=tune)
+
+
+async def read_recordings(files: list[UploadFile], limit: int) -> list[Source]:
+    """The uploaded recordings, at most `limit` bytes in all (the rest is never read)."""
+    if len(files) > 50:
+        raise InvalidInput(f"{len(files)} recordings; give at most 50 (1-5 minutes of speech is enough)")
+    sources, total = [], 0
+    for n, upload in enumerate(files):
+        data = bytearray()
+        while chunk := await upload.read(1 << 20):
+            data += chunk
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the recordings are larger than the {limit}-byte limit "
+                                      "(--clone_max_upload_mb)")
+        name = (upload.filename or f"recording-{n + 1}").replace("/", "_").replace("\\", "_")[:200]
+        sources.append(Source(name, bytes(data)))
+    return sources
+
+
+async def clone(service: TTSService, files: list[UploadFile], query: dict) -> CloneResult:
+    options = build_options(service, query)
+    limit = service.settings.clone_max_upload_mb * 2**20
+    return await service.cloner.clone(await read_recordings(files, limit), options)
+
+
+def encoded(result: CloneResult) -> str:
+    return base64.b64encode(result.voice).decode()
