@@ -102,8 +102,46 @@ def _fetch(ctx: Context, body: dict) -> bytes:
             ref = source[kind]
             return sources.fetch_object_key(ctx.core, kind, body["metadata"]["namespace"], ref["name"],
                                             ref["key"], limit=limit)
-    raise PermanentFailure("CloningUnavailable", "cloning from reference audio is not available in this "
-                           "release; clone offline and give the .pth file by http, configMap or secret")
+    raise PermanentFailure("NoSource", "spec.source names none of http, configMap, secret or clone")
+
+
+def _clone(ctx: Context, body: dict, status: VoiceStatus) -> bytes:
+    """Fetches the clone source's recordings and has a ready predictor replica clone them; the report
+    (what was used, what was rejected and why) goes into status.clone and the events."""
+    spec = body["spec"]
+    clone = spec["source"]["clone"]
+    isvc = spec.get("inferenceService")
+    if not isvc:
+        raise PermanentFailure("CloneNeedsPredictor", "a clone source is cloned by a predictor: set "
+                               "spec.inferenceService to the InferenceService whose replicas clone it")
+    recordings = sources.fetch_recordings(clone["audioUrls"], limit=ctx.settings.max_recording_bytes,
+                                          timeout=ctx.settings.fetch_timeout)
+    namespace = body["metadata"]["namespace"]
+    service = ctx.settings.predictor_service.format(name=isvc)
+    replicas = predictors.ready_replicas(client.DiscoveryV1Api(ctx.api), namespace, service,
+                                         ctx.settings.predictor_port_name)
+    if not replicas:
+        raise TemporaryFailure("NoReadyReplicas", f"no ready replica behind {namespace}/{service} to clone "
+                               "the voice; waiting for one")
+    cloned = predictors.clone_on(replicas[0], recordings, scheme=ctx.settings.predictor_scheme,
+                                 api_key=ctx.settings.api_key, timeout=ctx.settings.clone_timeout,
+                                 exaggeration=float(clone.get("exaggeration", 0.5)))
+    report = cloned.report
+    rejected = [{"recording": r.get("file", "?"), "reason": r.get("reason", "?")}
+                for r in report.get("rejected") or []]
+    quality = report.get("quality") or {}
+    status.update(clone={
+        "replica": str(cloned.replica), "recordings": len(recordings),
+        "segments": len(report.get("segments") or []), "speechSeconds": report.get("total_duration_s"),
+        "similarityMean": quality.get("speaker_similarity_mean"),
+        "similarityMin": quality.get("speaker_similarity_min"), "rejected": rejected})
+    if rejected:
+        ctx.events(body, "Warning", "RecordingsRejected", f"{len(rejected)} of {len(recordings)} recordings "
+                   "rejected: " + "; ".join(f"{r['recording']}: {r['reason']}" for r in rejected))
+    ctx.events(body, "Normal", "Cloned", f"{cloned.replica} cloned the voice from {len(recordings)} "
+               f"recordings: {len(report.get('segments') or [])} segments, "
+               f"{report.get('total_duration_s')} s of speech")
+    return cloned.voice
 
 
 def _verified(ctx: Context, body: dict, raw: bytes) -> str:
@@ -155,7 +193,11 @@ def reconcile(ctx: Context, body: dict, *, cause: str = "sync") -> None:
         status.publish()
         with ctx.store.lock(voice_id):
             _claim(ctx, voice_id, owner)
-            raw = _fetch(ctx, body)
+            if "clone" in body["spec"]["source"]:
+                raw = _clone(ctx, body, status)
+            else:
+                raw = _fetch(ctx, body)
+                status.update(clone=None)  # a merge patch's null: drops a former clone source's report
             sha = _verified(ctx, body, raw)
             on_disk = ctx.store.on_disk(voice_id)
             wrote = on_disk is None or on_disk.sha256 != sha

@@ -38,6 +38,10 @@ class OperatorSettings(Settings):
     max_voice_bytes: int = Field(MAX_VOICE_BYTES, gt=0, description="Largest voice file accepted from a "
                                  "source.")
     fetch_timeout: float = Field(30.0, gt=0, description="Seconds to wait on a source or a predictor.")
+    max_recording_bytes: int = Field(100 * 2**20, gt=0, description="Largest reference recording of a clone "
+                                     "source; a predictor's --clone_max_upload_mb bounds their total.")
+    clone_timeout: float = Field(900.0, gt=0, description="Seconds to wait for a predictor to clone a voice "
+                                 "(minutes of audio, or a tuning run, take a while).")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest pause between retries of a temporary "
                                    "failure (they back off exponentially from 1 s).")
     drift_interval: float = Field(60.0, gt=0, description="Seconds between checks that each voice file is "

@@ -1,4 +1,5 @@
-"""Where a voice file comes from: an HTTP(S) URL, or a key of a ConfigMap or Secret in the Voice's namespace.
+"""Where a voice file comes from: an HTTP(S) URL, a key of a ConfigMap or Secret in the Voice's namespace,
+or reference recordings (HTTP(S) URLs) that a predictor clones (predictors.clone_on).
 
 Each failure is typed by what should happen next (failures.py): unreachable, 5xx, 429 or a ConfigMap not
 created yet is a `TemporaryFailure`; a 404 or a file over the size limit is a `PermanentFailure`.
@@ -7,7 +8,10 @@ created yet is a `TemporaryFailure`; a 404 or a file over the size limit is a `P
 from __future__ import annotations
 
 import base64
+import posixpath
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from kubernetes import client
@@ -26,7 +30,26 @@ def describe(source: dict) -> str:
     for kind in ("configMap", "secret"):
         if kind in source:
             return f"{kind} {source[kind]['name']}/{source[kind]['key']}"
-    return "clone"
+    return f"{len(source['clone']['audioUrls'])} recordings cloned by a predictor"
+
+
+def recording_name(url: str, index: int) -> str:
+    """A recording's file name for the predictor's report: the URL path's last part, made plain."""
+    base = posixpath.basename(urllib.parse.urlparse(url).path)
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", urllib.parse.unquote(base))[:100].lstrip(".")
+    return base or f"recording-{index + 1}"
+
+
+def fetch_recordings(urls: list[str], *, limit: int, timeout: float) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each reference recording, in order; names are made unique."""
+    recordings, seen = [], set()
+    for index, url in enumerate(urls):
+        name = recording_name(url, index)
+        if name in seen:
+            name = f"{index + 1}-{name}"
+        seen.add(name)
+        recordings.append((name, fetch_http(url, limit=limit, timeout=timeout)))
+    return recordings
 
 
 def fetch_http(url: str, *, limit: int, timeout: float) -> bytes:

@@ -218,6 +218,8 @@ env:
   - {name: CHATTERBOX_MAX_TEXT_CHARS, value: {{ $p.settings.maxTextChars | quote }}}
   - {name: CHATTERBOX_TOKEN_CAP, value: {{ $p.settings.tokenCap | quote }}}
   - {name: CHATTERBOX_WATERMARK, value: {{ $p.settings.watermark | quote }}}
+  - {name: CHATTERBOX_CLONE_MAX_UPLOAD_MB, value: {{ $p.settings.cloneMaxUploadMb | quote }}}
+  - {name: CHATTERBOX_CLONE_MAX_TUNE_STEPS, value: {{ $p.settings.cloneMaxTuneSteps | quote }}}
   {{- if and (eq $p.mode "InferenceService") $p.storageUri }}
   # KServe reads a custom container's storage URI from this variable: its storage initializer fetches
   # the weights into /mnt/models before the container starts, and the predictor serves them from there.
