@@ -3,7 +3,8 @@
 # PATH (root only; elsewhere it names the packages and fails). Each caller asks for what it needs:
 #   dockerd      docker.io: the engine that builds and runs the images (hack/docker-engine.sh);
 #   debootstrap  a stand-in base image where no registry can be reached (hack/base-image.sh);
-#   ffprobe      ffmpeg: the image tier checks that the audio a container returns decodes.
+#   ffprobe      ffmpeg: the image tier checks that the audio a container returns decodes;
+#   espeak-ng    espeak-ng: real speech in several voices for the cloning tests (tests/support/speech.py).
 # and for the cluster tier's node (tests/support/node.py):
 #   containerd   containerd (with runc): the node's container runtime, started apart from Docker's;
 #   cni-bridge   containernetworking-plugins: the pod network (bridge, host-local, portmap, loopback);
@@ -12,7 +13,7 @@
 #   gcc          gcc and libc6-dev (whose libc.a links the sandbox's pause program static).
 set -euo pipefail
 
-declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg
+declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg [espeak-ng]=espeak-ng
   [containerd]=containerd [runc]=runc [cni-bridge]=containernetworking-plugins [iptables]=iptables
   [conntrack]=conntrack [busybox]=busybox-static [ip]=iproute2 [gcc]="gcc libc6-dev")
 # Commands that are not on PATH under their own name.

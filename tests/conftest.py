@@ -60,6 +60,14 @@ def voice_bytes(random_checkpoint) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def recordings(tmp_path_factory):
+    """espeak-ng speech in five voices and the faults the cloning checks catch (tests/support/speech.py)."""
+    from tests.support.speech import make_recordings
+
+    return make_recordings(tmp_path_factory.mktemp("recordings"))
+
+
+@pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory):
     """Factory `random_checkpoint(variant="turbo", size="small") -> Path`, each built once a session.
 

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..loading import CheckpointError
     from ..variants import get_variant
-    from .pipeline import CloneOptions, NoUsableAudio, Source, clone
+    from .pipeline import CloneOptions, NoUsableAudio, Source, analyse, build
     from .recordings import list_recordings
     from .tuning import TuneOptions
 
@@ -175,24 +175,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: no recordings (.wav, .flac, .mp3, .ogg) in {args.input_dir}", file=sys.stderr)
         return NO_AUDIO
     sources = [Source(p.name, p, _transcript(p)) for p in paths]
-    try:
-        model = _load(args)
-    except (CheckpointError, OSError, RuntimeError) as exc:
-        print(f"{PROG}: the model could not be loaded: {exc}", file=sys.stderr)
-        return NO_MODEL
     tune = TuneOptions(steps=args.tune_steps, learning_rate=args.tune_lr, time_limit_s=args.tune_time_limit,
                        holdout_fraction=args.holdout, seed=args.seed, language=args.language) \
         if args.tune else None
+    options = CloneOptions(exaggeration=args.exaggeration, tune=tune)
     progress = _Progress(args.quiet)
-    try:
-        result = clone(model, get_variant(args.variant), sources,
-                       CloneOptions(exaggeration=args.exaggeration, tune=tune), progress)
+    try:  # the recordings first: a directory with nothing usable fails before the model loads
+        analysis = analyse(sources, options, progress)
     except NoUsableAudio as exc:
         progress.close()
         for rejection in exc.rejections:
             print(rejection, file=sys.stderr)
         print(f"{PROG}: no usable speech in {args.input_dir}: every recording was rejected", file=sys.stderr)
         return NO_AUDIO
+    progress.close()
+    if tune is not None and len(analysis.segments) < 2:
+        print(f"{PROG}: --tune needs at least two segments (some are held out to measure it); the "
+              f"recordings gave {len(analysis.segments)}", file=sys.stderr)
+        return NO_AUDIO
+    try:
+        model = _load(args)
+    except (CheckpointError, OSError, RuntimeError) as exc:
+        print(f"{PROG}: the model could not be loaded: {exc}", file=sys.stderr)
+        return NO_MODEL
+    try:
+        result = build(model, get_variant(args.variant), analysis, options, progress)
     except ValueError as exc:  # tuning with a single segment
         progress.close()
         print(f"{PROG}: {exc}", file=sys.stderr)

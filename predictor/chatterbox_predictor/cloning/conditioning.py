@@ -22,6 +22,10 @@ import numpy as np
 from .segments import S3_SR, S3GEN_SR, Segment
 
 JOIN_SILENCE_S = 0.25  # the pause between two segments joined into one reference
+# S3Gen's reference: 2 mel frames per speech token, one token per 40 ms (960 samples at 24 kHz). A clip
+# that is not a whole number of tokens long gives one mel frame too many, which S3Gen's embed_ref only
+# warns about and the voice format refuses; so the reference is cut to whole tokens.
+TOKEN_SAMPLES_24K = 960
 
 
 @dataclass
@@ -68,7 +72,9 @@ def build_reference(model, segments: list[Segment], similarity: np.ndarray) -> R
         if n:
             parts16.append(np.zeros(int(JOIN_SILENCE_S * S3_SR), dtype=np.float32))
         parts16.append(segments[i].wav16)
-    return Reference(wav24[:dec_len], np.concatenate(parts16)[:enc_len], used)
+    wav24 = wav24[:dec_len]
+    return Reference(wav24[: len(wav24) - len(wav24) % TOKEN_SAMPLES_24K], np.concatenate(parts16)[:enc_len],
+                     used)
 
 
 def build_voice(model, speaker: np.ndarray, reference: Reference, exaggeration: float) -> dict:
@@ -88,6 +94,8 @@ def build_voice(model, speaker: np.ndarray, reference: Reference, exaggeration: 
     }
     gen = {key: value.detach().to("cpu").clone() if isinstance(value, torch.Tensor) else value
            for key, value in gen.items()}
+    tokens_n = gen["prompt_token"].shape[1]
+    gen["prompt_feat"] = gen["prompt_feat"][:, : 2 * tokens_n]  # the format's invariant, whatever the length
     return {"t3": t3, "gen": gen}
 
 

@@ -71,9 +71,27 @@ def version() -> str:
         return "0+unknown"
 
 
+@dataclass
+class Analysis:
+    """The recordings read, checked and cut (no model needed yet): what `build` makes the voice from."""
+
+    segments: list[segments.Segment]
+    rejections: list[Rejection]
+    notes: list[str]
+    recordings: list[dict]
+    total_s: float
+    started: float
+
+
 def clone(model, variant, sources: list[Source], options: CloneOptions,
           progress: Callable[[str, int, int], None] | None = None) -> CloneResult:
     """Clones `sources` with `model` (a loaded Chatterbox model of `variant`); raises NoUsableAudio."""
+    return build(model, variant, analyse(sources, options, progress), options, progress)
+
+
+def analyse(sources: list[Source], options: CloneOptions,
+            progress: Callable[[str, int, int], None] | None = None) -> Analysis:
+    """Reads, checks and segments every recording; raises NoUsableAudio when none gives a segment."""
     started = time.monotonic()
     tell = progress or (lambda stage, done, total: None)
     vad = segments.load_vad()
@@ -104,7 +122,14 @@ def clone(model, variant, sources: list[Source], options: CloneOptions,
     tell("reading", len(sources), len(sources))
     if not accepted:
         raise NoUsableAudio(rejections, notes)
+    return Analysis(accepted, rejections, notes, recordings, total_s, started)
 
+
+def build(model, variant, analysis: Analysis, options: CloneOptions,
+          progress: Callable[[str, int, int], None] | None = None) -> CloneResult:
+    """The voice from the analysed segments: embedding, reference, optional tuning, the report."""
+    tell = progress or (lambda stage, done, total: None)
+    accepted, total_s = analysis.segments, analysis.total_s
     tell("embedding", 0, 1)
     embeddings = conditioning.segment_embeddings(model, accepted)
     speaker = conditioning.speaker_embedding(embeddings)
@@ -142,14 +167,14 @@ def clone(model, variant, sources: list[Source], options: CloneOptions,
                       "duration_s": round(s.duration_s, 2), "similarity": round(float(similarity[i]), 4),
                       "reference": i in reference.segments}
                      for i, s in enumerate(accepted)],
-        "recordings": recordings,
-        "rejected": [{"file": r.name, "reason": r.reason} for r in rejections],
-        "notes": notes,
+        "recordings": analysis.recordings,
+        "rejected": [{"file": r.name, "reason": r.reason} for r in analysis.rejections],
+        "notes": analysis.notes,
         "quality": quality,
         "tune": tuned.report if tuned is not None else None,
-        "elapsed_s": round(time.monotonic() - started, 2),
+        "elapsed_s": round(time.monotonic() - analysis.started, 2),
     }
-    return CloneResult(raw, report, rejections)
+    return CloneResult(raw, report, analysis.rejections)
 
 
 def _recording_entry(rec: Recording, result: segments.Split) -> dict:

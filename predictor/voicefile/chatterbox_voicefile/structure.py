@@ -66,7 +66,17 @@ def check_voice(data: object, variant: str) -> None:
         raise InvalidVoiceFile(f"unknown keys in gen: {sorted(unknown)}")
 
     _shaped(t3, "speaker_emb", "t3", (1, SPEAKER_EMBED))
-    _tokens(t3, "cond_prompt_speech_tokens", "t3", T3_PROMPT_LEN[variant])
+    try:
+        _tokens(t3, "cond_prompt_speech_tokens", "t3", T3_PROMPT_LEN[variant])
+    except InvalidVoiceFile as exc:
+        prompt = t3.get("cond_prompt_speech_tokens")
+        longest = max(T3_PROMPT_LEN.values())
+        if isinstance(prompt, TensorData) and prompt.ndim == 2 and T3_PROMPT_LEN[variant] < prompt.shape[1] \
+                <= longest:
+            made_for = [name for name, n in T3_PROMPT_LEN.items() if n >= prompt.shape[1]]
+            raise InvalidVoiceFile(f"{exc}: a voice made for {' or '.join(made_for)}, whose prompts are "
+                                   f"longer than {variant}'s; clone it again for {variant}") from None
+        raise
     for key in ("clap_emb", "cond_prompt_speech_emb"):
         if t3.get(key) is not None:
             raise InvalidVoiceFile(f"t3.{key} must be empty (it is computed by the model)")
