@@ -114,6 +114,11 @@ class Sources:
         self.files[path] = raw
         return self.url + path
 
+    def add_file(self, raw: bytes, filename: str) -> str:
+        """Any file (a recording) under its own name."""
+        self.files[f"/{filename}"] = raw
+        return f"{self.url}/{filename}"
+
     def add_stalled(self, raw: bytes, tail: int = 1024) -> tuple[str, Stall]:
         """A URL whose body stalls before its last `tail` bytes, and the Stall that says when and
         releases it. All but a tail: a reader takes the body in blocks (the operator's are 64 KiB) and

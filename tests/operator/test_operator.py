@@ -282,7 +282,8 @@ def test_deleting_a_voice_removes_its_file_and_tells_the_replicas_even_when_the_
     assert not (voices_dir / f"{names[1]}.pth").exists()
 
 
-def test_the_crd_refuses_zero_or_two_sources_and_a_clone_source_fails_clearly(cluster, operator, namespace):
+def test_the_crd_refuses_zero_or_two_sources_and_a_clone_source_without_a_predictor(cluster, operator,
+                                                                                      sources, namespace):
     for source in ({}, {"http": {"url": "https://x/a.pth"}, "configMap": {"name": "a", "key": "b"}}):
         result = cluster.kubectl("apply", "-n", namespace, "-f", "-", check=False,
                                  input=_voice(unique_name("bad"), source))
@@ -290,15 +291,26 @@ def test_the_crd_refuses_zero_or_two_sources_and_a_clone_source_fails_clearly(cl
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", check=False,
                              input=_voice("bad", {"http": {"url": "https://x/a.pth"}}, voiceId="../etc"))
     assert result.returncode != 0 and "spec.voiceId" in result.stderr
-    name = unique_name("clone")
-    cluster.kubectl("apply", "-n", namespace, "-f", "-",
-                    input=_voice(name, {"clone": {"audioUrls": ["https://x/a.wav"]}}))
-    body = _phase(cluster, namespace, name, "Failed")
-    assert _condition(body, "Synced")["reason"] == "CloningUnavailable"
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", check=False,
+                             input=_voice(unique_name("clone"), {"clone": {"audioUrls": ["https://x/a.wav"]}}))
+    assert result.returncode != 0 and "needs spec.inferenceService" in result.stderr
+    name = unique_name("fixed")
+    missing = {"http": {"url": f"{sources.url}/missing.pth"}}  # on loopback: nothing leaves the machine
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(name, missing))
     # voiceId cannot change under a Voice (its file would be orphaned).
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", check=False, input=_voice(
-        name, {"clone": {"audioUrls": ["https://x/a.wav"]}}, voiceId="other"))
+        name, missing, voiceId="other"))
     assert result.returncode != 0 and "immutable" in result.stderr
+
+
+def test_a_clone_source_waits_for_a_ready_predictor(cluster, operator, sources, recordings, namespace):
+    name = unique_name("clone")
+    url = sources.add_file(recordings.speakers[0].read_bytes(), f"{name}.wav")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
+        name, {"clone": {"audioUrls": [url]}}, inferenceService="nobody"))
+    body = _phase(cluster, namespace, name, "Pending")
+    assert _condition(body, "Synced")["reason"] == "NoReadyReplicas"
+    assert "nobody-predictor" in _condition(body, "Synced")["message"]
 
 
 def _temporary_files(directory: Path) -> list[str]:
@@ -379,6 +391,56 @@ def test_a_voice_applied_with_kubectl_is_spoken_by_the_real_predictor(
                           json={"text": "Hello from the operator.", "voice_id": name, "seed": 1})
         assert resp.status_code == 200, resp.text
         assert resp.content[:4] == b"RIFF" and len(resp.content) > 44 + 2 * 1000
+    finally:
+        predictor.stop()
+
+
+@pytest.mark.slow
+def test_a_clone_source_is_cloned_by_the_real_predictor_synced_and_spoken(
+        cluster, operator, sources, recordings, voices_dir, namespace, random_checkpoint, tmp_path):
+    import httpx
+
+    from tests.support.processes import ServerProcess
+
+    checkpoint = random_checkpoint("turbo")
+    predictor = ServerProcess(["--model_name", "chatterbox", "--checkpoint_dir", str(checkpoint),
+                               "--voices_dir", str(voices_dir), "--api_keys", API_KEY, "--token_cap", "20",
+                               "--voice_scan_interval", "3600"], tmp_path / "predictor.log")
+    try:
+        predictor.wait_ready("/v2/health/ready")
+        cluster.kubectl("apply", "-f", "-", input=endpoint_slice(namespace, "chatterbox",
+                                                                 [(predictor.port, True)]))
+        name = unique_name("cloned")
+        files = [*recordings.speakers[:2], recordings.silent]
+        urls = [sources.add_file(p.read_bytes(), f"{name}-{p.name}") for p in files]
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
+            name, {"clone": {"audioUrls": urls, "exaggeration": 0.4}}, inferenceService="chatterbox"))
+        body = _phase(cluster, namespace, name, "Ready", timeout=300)
+        clone = body["status"]["clone"]
+        assert clone["recordings"] == 3 and clone["segments"] == 2 and clone["speechSeconds"] > 10
+        assert clone["replica"] == "chatterbox-predictor-" + str(predictor.port)
+        assert [r["recording"] for r in clone["rejected"]] == [f"{name}-silent.wav"]
+        assert clone["rejected"][0]["reason"].startswith("silent")
+        assert 0 < clone["similarityMin"] <= clone["similarityMean"] <= 1
+        events = set(_events(cluster, namespace, name))
+        assert {"Cloned", "RecordingsRejected", "Synced", "Reloaded"} <= events
+        raw = (voices_dir / f"{name}.pth").read_bytes()
+        assert _sha(raw) == body["status"]["sha256"]
+        stored = torch.load(io.BytesIO(raw), weights_only=True)
+        assert float(stored["t3"]["emotion_adv"]) == pytest.approx(0.4)
+        headers = {"X-API-Key": API_KEY}
+        assert f"{name}.pth" in httpx.get(f"{predictor.url}/voices", headers=headers).json()
+        resp = httpx.post(f"{predictor.url}/tts/generate", headers=headers, timeout=120,
+                          json={"text": "Cloned by the operator.", "voice_id": name, "seed": 1})
+        assert resp.status_code == 200 and resp.content[:4] == b"RIFF", resp.text
+        # Removed behind the operator's back: cloned again, to the same bytes.
+        (voices_dir / f"{name}.pth").unlink()
+        deadline = time.monotonic() + 300
+        while not (voices_dir / f"{name}.pth").exists():
+            assert time.monotonic() < deadline, "the cloned voice was not repaired"
+            time.sleep(0.5)
+        _phase(cluster, namespace, name, "Ready", timeout=300)
+        assert (voices_dir / f"{name}.pth").read_bytes() == raw
     finally:
         predictor.stop()
 
