@@ -4,6 +4,7 @@ RunPod GPU pod would."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.containers import APPUSER, docker, ffprobe
+from tests.support.containers import API_KEY, APPUSER, docker, ffprobe
 from tests.support.controlplane import REPO_ROOT, unique_name
 
 BASE_IMAGE = "python:3.11-slim-bookworm"  # the Dockerfiles' FROM
@@ -92,6 +93,31 @@ def test_the_plans_flow_upload_list_generate_delete(predictor, voice_bytes, tmp_
     assert httpx.delete(f"{url}/voices/narrator", headers=headers).status_code in (200, 204)
     assert "narrator.pth" not in httpx.get(f"{url}/voices", headers=headers).json()
     assert not (predictor.voices / "narrator.pth").exists()
+
+
+def test_the_cloning_tool_in_the_image_clones_recordings_and_uploads_the_voice(predictor, recordings):
+    """The tool as a user of the image runs it: in the predictor's container, on recordings copied in,
+    uploading to the server beside it."""
+    os.chown(predictor.voices, APPUSER, APPUSER)  # the volume handed to the container's user (README)
+    samples = recordings.directory("image-samples", [*recordings.speakers[:2], recordings.silent])
+    name = predictor.container.name
+    docker("cp", str(samples), f"{name}:/tmp/samples")
+    output = docker("exec", name, "sh", "-c", "chatterbox-clone-voice --input_dir /tmp/samples "
+                    "--output_voice_id imaged --output_dir /tmp/out --random_weights small --device cpu "
+                    f"--upload http://127.0.0.1:8080 --api-key {API_KEY} 2>&1; echo exit=$?", timeout=600)
+    print(output)
+    assert "exit=0" in output and "silent.wav: rejected: silent" in output
+    assert "uploaded to http://127.0.0.1:8080" in output
+    assert "imaged.pth" in httpx.get(f"{predictor.url}/voices", headers=predictor.headers).json()
+    sidecar = json.loads(docker("exec", name, "cat", "/tmp/out/imaged.json"))
+    assert (predictor.voices / "imaged.pth").read_bytes() == docker_bytes(name, "/tmp/out/imaged.pth")
+    assert sidecar["sha256"] == hashlib.sha256((predictor.voices / "imaged.pth").read_bytes()).hexdigest()
+    assert httpx.delete(f"{predictor.url}/voices/imaged", headers=predictor.headers).status_code == 200
+
+
+def docker_bytes(container: str, path: str) -> bytes:
+    return subprocess.run(["docker", "exec", container, "cat", path], capture_output=True, check=True,
+                          timeout=60).stdout
 
 
 def test_a_voice_dropped_into_the_volume_from_outside_is_served_after_reload(predictor, voice_bytes):

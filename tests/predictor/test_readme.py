@@ -38,10 +38,12 @@ def server(random_checkpoint, tmp_path):
         proc.stop()
 
 
-def test_the_readme_api_examples_run_as_written(server, random_checkpoint, tmp_path):
+def test_the_readme_api_examples_run_as_written(server, random_checkpoint, recordings, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(random_checkpoint("turbo") / "conds.pt", work / "new_voice_name.pth")  # a real voice file
+    for n, speech in enumerate(recordings.speakers[:2], 1):  # espeak-ng speech, for the cloning example
+        shutil.copy(speech, work / f"sample{n}.wav")
     script = api_examples().replace("http://localhost:8080", server.url)
     assert script.count("curl ") >= 8
     # Every curl must succeed (an HTTP error fails it), and the script stops at the first that does not.
@@ -58,6 +60,8 @@ def test_the_readme_api_examples_run_as_written(server, random_checkpoint, tmp_p
     answers = [json.loads(line) for line in run.stdout.splitlines() if line.startswith(("{", "["))]
     assert {"voice_id": "new_voice_name.pth", "message": "Voice uploaded successfully."} in answers
     assert ["new_voice_name.pth"] in answers
+    cloned = next(a for a in answers if isinstance(a, dict) and a.get("voice_id") == "my_clone.pth")
+    assert [s["file"] for s in cloned["report"]["segments"]] == ["sample1.wav", "sample2.wav"]
     assert {"message": "Voice 'new_voice_name.pth' deleted successfully."} in answers
     metadata = next(a for a in answers if isinstance(a, dict) and "inputs" in a)
     assert {"name": "text", "datatype": "BYTES", "shape": [1]} in metadata["inputs"]
