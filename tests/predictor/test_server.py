@@ -525,7 +525,7 @@ FUZZ = Path(__file__).with_name("schemathesis")
 
 
 def test_schemathesis_runs_every_check_on_every_operation_and_follows_the_links(random_checkpoint,
-                                                                                tmp_path):
+                                                                                recordings, tmp_path):
     """Every operation of /openapi.json (ours and KServe's), every check (schema conformance of answers,
     documented statuses, schema-valid requests accepted, invalid ones refused, auth enforced), under a
     fixed seed, and the stateful phase that follows the links from an upload (speak with it, delete
@@ -535,7 +535,9 @@ def test_schemathesis_runs_every_check_on_every_operation_and_follows_the_links(
     voice = random_checkpoint("turbo") / "conds.pt"
     proc = ServerProcess(["--model_name", "chatterbox", "--checkpoint_dir", str(voice.parent),
                           "--voices_dir", str(tmp_path / "voices"), "--api_keys", KEY, "--token_cap", "8",
-                          "--max_text_chars", "400", "--queue_size", "64"], tmp_path / "server.log")
+                          "--max_text_chars", "400", "--queue_size", "64",
+                          # a clone is seconds: two tuning steps at most keep each case short
+                          "--clone_max_tune_steps", "2"], tmp_path / "server.log")
     report = tmp_path / "schemathesis.json"
     try:
         proc.wait_ready("/v2/health/ready")
@@ -550,7 +552,8 @@ def test_schemathesis_runs_every_check_on_every_operation_and_follows_the_links(
              "--request-timeout", "120", "--workers", "1", "--report", "json",
              "--report-json-path", str(report)],
             capture_output=True, text=True, timeout=1500, cwd=tmp_path,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": str(FUZZ / "hooks.py"), "VOICE_FILE": str(voice)})
+            env={**os.environ, "SCHEMATHESIS_HOOKS": str(FUZZ / "hooks.py"), "VOICE_FILE": str(voice),
+                 "RECORDINGS": ":".join(str(p) for p in recordings.speakers[:2])})
     finally:
         proc.stop()
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -1,9 +1,10 @@
-"""Cloning over HTTP: reference recordings in a multipart body, the tool's pipeline on the server.
+"""Cloning over HTTP (`POST /voices/clone`): recordings in a multipart body, the tool's pipeline on the
+server.
 
-`POST /voices` stores the result like an uploaded file (its `file` upload keeps the plan's shape; give
-`audio` parts instead to clone); `POST /voices/clone` returns the voice file without storing it, for the
-voice operator, which verifies and syncs it itself. Both answer what was rejected and why. The options
-are query parameters, as `voice_id` and `overwrite` already are; the limits are the server's settings.
+A sibling of the plan's `POST /voices`, whose `file` upload keeps its shape: with `?voice_id=` the
+clone is stored like an uploaded file; without, it is only returned (the voice operator verifies and
+syncs it itself). Either way the answer holds the file and says what was rejected and why. The options
+are query parameters, as `voice_id` and `overwrite` are; the limits are the server's settings.
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ from ..errors import InvalidInput, PayloadTooLarge
 from .service import TTSService
 
 
-def clone_options(
-        exaggeration: float = Query(0.5, ge=0, le=2, description="Emotion exaggeration stored in the voice."),
-        tune: bool = Query(False, description="Fine-tune the speaker embedding on the recordings."),
-        tune_steps: int = Query(50, ge=1, le=10_000, description="Tuning steps (the server caps them: "
-                                "--clone_max_tune_steps)."),
-        tune_lr: float = Query(0.002, gt=0, le=1, description="Tuning learning rate."),
-        seed: int = Query(0, ge=0, lt=2**31, description="Seed of the held-out split (same inputs and "
-                          "seed, same file)."),
-        language: str | None = Query(None, min_length=2, max_length=8, pattern=r"^[A-Za-z-]+$",
-                                     description="Language of transcripts (multilingual tuning)."),
-) -> dict:
-    return dict(exaggeration=exaggeration, tune=tune, tune_steps=tune_steps, tune_lr=tune_lr, seed=seed,
-                language=language)
+def clone_options_dependency(max_tune_steps: int):
+    """The options as query parameters, with the server's cap on tuning steps in their schema."""
+
+    def clone_options(
+            exaggeration: float = Query(0.5, ge=0, le=2, description="Emotion exaggeration stored in the "
+                                        "voice."),
+            tune: bool = Query(False, description="Fine-tune the speaker embedding on the recordings "
+                               "(needs two segments or more; refused where --clone_max_tune_steps is 0)."),
+            tune_steps: int = Query(min(50, max(max_tune_steps, 1)), ge=1, le=max(max_tune_steps, 1),
+                                    description="Tuning steps (at most this server's "
+                                    "--clone_max_tune_steps)."),
+            tune_lr: float = Query(0.002, gt=0, le=1, description="Tuning learning rate."),
+            seed: int = Query(0, ge=0, lt=2**31, description="Seed of the held-out split (same inputs and "
+                              "seed, same file)."),
+            language: str | None = Query(None, min_length=2, max_length=8, pattern=r"^[A-Za-z-]+$",
+                                         description="Language of transcripts (multilingual tuning)."),
+    ) -> dict:
+        return dict(exaggeration=exaggeration, tune=tune, tune_steps=tune_steps, tune_lr=tune_lr,
+                    seed=seed, language=language)
+
+    return clone_options
 
 
 def build_options(service: TTSService, query: dict) -> CloneOptions:
@@ -40,8 +49,6 @@ def build_options(service: TTSService, query: dict) -> CloneOptions:
         if cap == 0:
             raise InvalidInput("this server does not fine-tune voices (--clone_max_tune_steps 0): clone "
                                "without tune, or tune offline with the cloning tool")
-        if query["tune_steps"] > cap:
-            raise InvalidInput(f"tune_steps is {query['tune_steps']}; this server allows at most {cap}")
         tune = TuneOptions(steps=query["tune_steps"], learning_rate=query["tune_lr"], seed=query["seed"],
                            language=query["language"])
     return CloneOptions(exaggeration=query["exaggeration"], tune=tune)

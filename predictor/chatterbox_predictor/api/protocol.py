@@ -208,15 +208,11 @@ class CloneReport(BaseModel):
 
 
 class CloneResponse(BaseModel):
-    """`POST /voices` with recordings: the voice is stored."""
+    """`POST /voices/clone`: the voice file, stored under `voice_id` when one was given."""
 
-    voice_id: str = Field(..., description="The voice's file name, `<voice_id>.pth`.")
+    voice_id: str | None = Field(..., description="The stored voice's file name, `<voice_id>.pth`; null "
+                                 "when it was not stored.")
+    stored: bool
     message: str
-    report: CloneReport
-
-
-class ClonedVoice(BaseModel):
-    """`POST /voices/clone`: the voice file itself, not stored (the voice operator stores it)."""
-
     voice: str = Field(..., description="The voice file (.pth), base64.")
     report: CloneReport

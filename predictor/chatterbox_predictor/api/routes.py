@@ -5,17 +5,16 @@ import asyncio
 import logging
 
 from chatterbox_voicefile import MAX_VOICE_BYTES, VOICE_SUFFIX
-from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from ..audio import MEDIA_TYPES, AudioEncoder
-from ..errors import InvalidInput, PayloadTooLarge
+from ..errors import PayloadTooLarge
 from ..voice_directory import upload_file_name
 from . import cloning
 from .protocol import (
     VOICE_ID_MAX_CHARS,
     VOICE_ID_PATTERN,
-    ClonedVoice,
     CloneReport,
     CloneResponse,
     GenerateRequest,
@@ -60,35 +59,17 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         return [v + VOICE_SUFFIX for v in await asyncio.to_thread(service.voices.list)]
 
     @router.post("/voices", status_code=201, tags=["voices"], operation_id="uploadVoice",
-                 responses={201: {"links": links.UPLOADED}, **errors(400, 409, 413, 422, 503)})
+                 responses={201: {"links": links.UPLOADED}, **errors(400, 409, 413, 422)})
     async def upload_voice(
-            file: UploadFile | None = File(None, description="A voice file named <voice_id>.pth (a saved "
-                                           "Conditionals)."),
-            audio: list[UploadFile] | None = File(None, description="Instead of `file`: one or more "
-                                                  "recordings of one speaker (WAV, FLAC, MP3, Ogg) to "
-                                                  "clone the voice from; needs ?voice_id=."),
+            file: UploadFile = File(..., description="A voice file named <voice_id>.pth (a saved "
+                                    "Conditionals)."),
             voice_id: str | None = Query(None, max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
                                          description="Store it under this voice id rather than the "
-                                         "file's name (required when cloning)."),
-            overwrite: bool = Query(False, description="Replace an existing voice."),
-            options: dict = Depends(cloning.clone_options)) -> UploadResponse | CloneResponse:
-        """Uploads a voice file, or clones one from recordings. A file is validated (name, size,
-        weights-only read, structure) before it lands, atomically; a bad upload leaves nothing behind.
-        Recordings are checked one by one (the answer says which were rejected and why), cloned on the
-        server's device, and the voice is stored the same way. A voice that a `Voice` resource manages
-        is a 409: change the resource instead."""
-        if (file is None) == (not audio):
-            raise InvalidInput("give either file (a <voice_id>.pth) or audio (recordings to clone from)")
-        if audio:
-            if not voice_id:
-                raise InvalidInput("cloning needs ?voice_id= (the name of the new voice)")
-            service.voices.check_writable(voice_id, overwrite)  # refuse before the work, not after
-            result = await cloning.clone(service, audio, options)
-            saved = await asyncio.to_thread(service.voices.save, voice_id, result.voice, overwrite)
-            log.info("voice %s cloned from %d recordings (%d bytes)", saved, len(audio), len(result.voice))
-            return CloneResponse(voice_id=saved, message=f"Voice cloned from {len(audio)} recordings "
-                                 f"({len(result.rejections)} rejected).",
-                                 report=CloneReport(**result.report))
+                                         "file's name."),
+            overwrite: bool = Query(False, description="Replace an existing voice.")) -> UploadResponse:
+        """Uploads a voice file: validated (name, size, weights-only read, structure) before it lands,
+        atomically; a bad upload leaves nothing behind. A voice that a `Voice` resource manages is a
+        409: change the resource instead."""
         # The file is always named <voice_id>.pth; ?voice_id= only stores it under another id.
         name = upload_file_name(file.filename or "")
         name = voice_id or name
@@ -97,16 +78,38 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         log.info("voice %s uploaded (%d bytes)", saved, len(raw))
         return UploadResponse(voice_id=saved, message="Voice uploaded successfully.")
 
+    clone_options = cloning.clone_options_dependency(service.settings.clone_max_tune_steps)
+
     @router.post("/voices/clone", tags=["voices"], operation_id="cloneVoice",
-                 responses=errors(400, 413, 422, 503))
+                 responses={201: {"model": CloneResponse, "description": "Cloned, and stored under "
+                                  "voice_id."}, **errors(400, 409, 413, 422, 503)})
     async def clone_voice(
+            response: Response,
             audio: list[UploadFile] = File(..., description="One or more recordings of one speaker (WAV, "
-                                           "FLAC, MP3, Ogg)."),
-            options: dict = Depends(cloning.clone_options)) -> ClonedVoice:
-        """Clones a voice from recordings and returns the voice file, without storing it (the voice
-        operator's `clone` source stores it itself). Same recordings and options, same file."""
+                                           "FLAC, MP3, Ogg; 1-5 minutes in all)."),
+            voice_id: str | None = Query(None, max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN,
+                                         description="Store the voice under this id (201); left out, the "
+                                         "voice is only returned (200), as the voice operator asks."),
+            overwrite: bool = Query(False, description="Replace an existing voice."),
+            options: dict = Depends(clone_options)) -> CloneResponse:
+        """Clones a voice from recordings on the server's device, with the cloning tool's checks and
+        code: same recordings and options, same file. Each recording that cannot be used is rejected
+        with its reason (the report lists them); none usable is a 422 naming each. The work runs beside
+        the engine, so speech keeps streaming meanwhile. A stored voice lands like an upload (atomic,
+        a managed or existing id refused before any work)."""
+        if voice_id:
+            service.voices.check_writable(voice_id, overwrite)
         result = await cloning.clone(service, audio, options)
-        return ClonedVoice(voice=cloning.encoded(result), report=CloneReport(**result.report))
+        report = CloneReport(**result.report)
+        rejected = f"{len(result.rejections)} of {len(audio)} recordings rejected"
+        if not voice_id:
+            return CloneResponse(voice_id=None, stored=False, message=f"Voice cloned ({rejected}).",
+                                 voice=cloning.encoded(result), report=report)
+        saved = await asyncio.to_thread(service.voices.save, voice_id, result.voice, overwrite)
+        log.info("voice %s cloned from %d recordings (%d bytes)", saved, len(audio), len(result.voice))
+        response.status_code = 201
+        return CloneResponse(voice_id=saved, stored=True, message=f"Voice cloned and stored ({rejected}).",
+                             voice=cloning.encoded(result), report=report)
 
     @router.delete("/voices/{voice_id}", tags=["voices"], operation_id="deleteVoice",
                    responses=errors(404, 409, 422))

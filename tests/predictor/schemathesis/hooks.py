@@ -4,6 +4,9 @@ A schema can say that `POST /voices` takes a binary `file`, not what a loadable 
 random bytes are always refused (422) and the links from an uploaded voice (speak with it, delete it)
 would never be followed. For each upload whose body schemathesis generated as schema-valid, this sends
 a real voice file instead (the bytes at $VOICE_FILE, named `fuzzed.pth`); invalid bodies stay invalid.
+Likewise random bytes are never speech, so a schema-valid `POST /voices/clone` sends two real
+recordings instead (espeak-ng speech at $RECORDINGS, `:`-separated: two, so that tuning has a segment
+to hold out).
 """
 
 import os
@@ -14,6 +17,10 @@ from schemathesis.core.parameters import ParameterLocation  # where 4.32 keeps i
 
 with open(os.environ["VOICE_FILE"], "rb") as handle:
     VOICE = handle.read()
+RECORDINGS = []
+for path in os.environ["RECORDINGS"].split(":"):
+    with open(path, "rb") as handle:
+        RECORDINGS.append((os.path.basename(path), handle.read()))
 
 
 def _valid_body(case) -> bool:
@@ -28,3 +35,9 @@ def before_call(context, case, kwargs):
     if isinstance(case.body, dict) and "file" in case.body and _valid_body(case):
         # A `files` argument replaces the generated multipart body; query and headers stay the case's.
         kwargs["files"] = [("file", ("fuzzed.pth", VOICE, "application/octet-stream"))]
+
+
+@schemathesis.hook.apply_to(method="POST", path="/voices/clone")
+def before_call(context, case, kwargs):  # noqa: F811 - schemathesis registers each hook as it is defined
+    if isinstance(case.body, dict) and "audio" in case.body and _valid_body(case):
+        kwargs["files"] = [("audio", (name, data, "audio/wav")) for name, data in RECORDINGS]
