@@ -35,8 +35,8 @@ def describe(source: dict) -> str:
 
 def recording_name(url: str, index: int) -> str:
     """A recording's file name for the predictor's report: the URL path's last part, made plain."""
-    base = posixpath.basename(urllib.parse.urlparse(url).path)
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", urllib.parse.unquote(base))[:100].lstrip(".")
+    base = posixpath.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)[:100].lstrip(".")
     return base or f"recording-{index + 1}"
 
 

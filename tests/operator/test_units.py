@@ -111,3 +111,50 @@ def test_ready_summarises_synced_and_predictors_reloaded_and_keeps_transition_ti
     assert ready["lastTransitionTime"] == since
     status.set_condition("PredictorsReloaded", True, "Reloaded", "2 replicas")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Ready", 3)
+
+
+def test_a_recordings_name_comes_from_its_url_and_cannot_break_the_multipart_header():
+    from voice_operator.sources import recording_name
+
+    assert recording_name("https://h/anna/take-1.wav?sig=x", 0) == "take-1.wav"
+    assert recording_name("https://h/a/..%2F..%2Fetc%2Fpasswd", 0) == "passwd"  # never a path
+    assert recording_name('https://h/x%22%0D%0AContent-Type:%20evil.wav', 2) == "x___Content-Type__evil.wav"
+    assert recording_name("https://h/", 2) == "recording-3"
+
+
+def test_a_clone_the_predictor_refuses_is_permanent_and_an_unavailable_one_is_retried(tmp_path):
+    """A real HTTP server on loopback stands in for the predictor's /voices/clone answers."""
+    import http.server
+    import threading
+
+    from voice_operator.failures import PermanentFailure, TemporaryFailure
+    from voice_operator.predictors import clone_on
+
+    answers = {"/voices/clone?exaggeration=0.5": 422}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status = answers.get(self.path, 503)
+            body = b'{"detail": "no usable speech to clone from: a.wav: rejected: silent"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        replica = Replica("127.0.0.1", server.server_port, "pod-a")
+        with pytest.raises(PermanentFailure, match="a.wav: rejected: silent") as refused:
+            clone_on(replica, [("a.wav", b"RIFF")], scheme="http", api_key="k", timeout=10, exaggeration=0.5)
+        assert refused.value.reason == "CloningRefused"
+        with pytest.raises(TemporaryFailure) as unavailable:
+            clone_on(replica, [("a.wav", b"RIFF")], scheme="http", api_key="k", timeout=10, exaggeration=1.0)
+        assert unavailable.value.reason == "CloneUnavailable" and "503" in str(unavailable.value)
+    finally:
+        server.shutdown()
+        server.server_close()
