@@ -363,86 +363,83 @@ def test_fifty_voices_applied_at_once_all_become_ready(cluster, operator, source
     assert all((voices_dir / f"{n}.pth").read_bytes() == voice_bytes for n in names)
 
 
-@pytest.mark.slow
-def test_a_voice_applied_with_kubectl_is_spoken_by_the_real_predictor(
-        cluster, operator, sources, voice_bytes, voices_dir, namespace, random_checkpoint, tmp_path):
-    import httpx
-
+@pytest.fixture
+def real_predictor(cluster, voices_dir, namespace, random_checkpoint, tmp_path):
+    """The real predictor on the small random checkpoint and the shared voice volume, as the ready replica
+    of the InferenceService `chatterbox` in the test's namespace (an EndpointSlice points at it)."""
     from tests.support.processes import ServerProcess
 
     checkpoint = random_checkpoint("turbo")
     predictor = ServerProcess(["--model_name", "chatterbox", "--checkpoint_dir", str(checkpoint),
                                "--voices_dir", str(voices_dir), "--api_keys", API_KEY, "--token_cap", "20",
-                               # a long scan interval: the voice must arrive through the operator's reload
+                               # a long scan interval: a voice must arrive through the operator's reload
                                "--voice_scan_interval", "3600"], tmp_path / "predictor.log")
     try:
         predictor.wait_ready("/v2/health/ready")
         cluster.kubectl("apply", "-f", "-", input=endpoint_slice(namespace, "chatterbox",
                                                                  [(predictor.port, True)]))
-        name = unique_name("spoken")
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
-            name, {"http": {"url": sources.add(voice_bytes)}}, inferenceService="chatterbox"))
-        cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"voice/{name}", "--timeout=60s")
-        body = _get(cluster, namespace, name)
-        assert "1 ready replicas reloaded" in _condition(body, "PredictorsReloaded")["message"]
-        headers = {"X-API-Key": API_KEY}
-        assert f"{name}.pth" in httpx.get(f"{predictor.url}/voices", headers=headers).json()
-        resp = httpx.post(f"{predictor.url}/tts/generate", headers=headers, timeout=120,
-                          json={"text": "Hello from the operator.", "voice_id": name, "seed": 1})
-        assert resp.status_code == 200, resp.text
-        assert resp.content[:4] == b"RIFF" and len(resp.content) > 44 + 2 * 1000
+        yield predictor
     finally:
         predictor.stop()
+
+
+@pytest.mark.slow
+def test_a_voice_applied_with_kubectl_is_spoken_by_the_real_predictor(
+        cluster, operator, sources, voice_bytes, voices_dir, namespace, real_predictor):
+    import httpx
+
+    predictor = real_predictor
+    name = unique_name("spoken")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
+        name, {"http": {"url": sources.add(voice_bytes)}}, inferenceService="chatterbox"))
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"voice/{name}", "--timeout=60s")
+    body = _get(cluster, namespace, name)
+    assert "1 ready replicas reloaded" in _condition(body, "PredictorsReloaded")["message"]
+    headers = {"X-API-Key": API_KEY}
+    assert f"{name}.pth" in httpx.get(f"{predictor.url}/voices", headers=headers).json()
+    resp = httpx.post(f"{predictor.url}/tts/generate", headers=headers, timeout=120,
+                      json={"text": "Hello from the operator.", "voice_id": name, "seed": 1})
+    assert resp.status_code == 200, resp.text
+    assert resp.content[:4] == b"RIFF" and len(resp.content) > 44 + 2 * 1000
 
 
 @pytest.mark.slow
 def test_a_clone_source_is_cloned_by_the_real_predictor_synced_and_spoken(
-        cluster, operator, sources, recordings, voices_dir, namespace, random_checkpoint, tmp_path):
+        cluster, operator, sources, recordings, voices_dir, namespace, real_predictor):
     import httpx
 
-    from tests.support.processes import ServerProcess
-
-    checkpoint = random_checkpoint("turbo")
-    predictor = ServerProcess(["--model_name", "chatterbox", "--checkpoint_dir", str(checkpoint),
-                               "--voices_dir", str(voices_dir), "--api_keys", API_KEY, "--token_cap", "20",
-                               "--voice_scan_interval", "3600"], tmp_path / "predictor.log")
-    try:
-        predictor.wait_ready("/v2/health/ready")
-        cluster.kubectl("apply", "-f", "-", input=endpoint_slice(namespace, "chatterbox",
-                                                                 [(predictor.port, True)]))
-        name = unique_name("cloned")
-        files = [*recordings.speakers[:2], recordings.silent]
-        urls = [sources.add_file(p.read_bytes(), f"{name}-{p.name}") for p in files]
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
-            name, {"clone": {"audioUrls": urls, "exaggeration": 0.4}}, inferenceService="chatterbox"))
-        body = _phase(cluster, namespace, name, "Ready", timeout=300)
-        clone = body["status"]["clone"]
-        assert clone["recordings"] == 3 and clone["segments"] == 2 and clone["speechSeconds"] > 10
-        assert clone["replica"] == "chatterbox-predictor-" + str(predictor.port)
-        assert [r["recording"] for r in clone["rejected"]] == [f"{name}-silent.wav"]
-        assert clone["rejected"][0]["reason"].startswith("silent")
-        assert 0 < clone["similarityMin"] <= clone["similarityMean"] <= 1
-        events = set(_events(cluster, namespace, name))
-        assert {"Cloned", "RecordingsRejected", "Synced", "Reloaded"} <= events
-        raw = (voices_dir / f"{name}.pth").read_bytes()
-        assert _sha(raw) == body["status"]["sha256"]
-        stored = torch.load(io.BytesIO(raw), weights_only=True)
-        assert float(stored["t3"]["emotion_adv"]) == pytest.approx(0.4)
-        headers = {"X-API-Key": API_KEY}
-        assert f"{name}.pth" in httpx.get(f"{predictor.url}/voices", headers=headers).json()
-        resp = httpx.post(f"{predictor.url}/tts/generate", headers=headers, timeout=120,
-                          json={"text": "Cloned by the operator.", "voice_id": name, "seed": 1})
-        assert resp.status_code == 200 and resp.content[:4] == b"RIFF", resp.text
-        # Removed behind the operator's back: cloned again, to the same bytes.
-        (voices_dir / f"{name}.pth").unlink()
-        deadline = time.monotonic() + 300
-        while not (voices_dir / f"{name}.pth").exists():
-            assert time.monotonic() < deadline, "the cloned voice was not repaired"
-            time.sleep(0.5)
-        _phase(cluster, namespace, name, "Ready", timeout=300)
-        assert (voices_dir / f"{name}.pth").read_bytes() == raw
-    finally:
-        predictor.stop()
+    predictor = real_predictor
+    name = unique_name("cloned")
+    files = [*recordings.speakers[:2], recordings.silent]
+    urls = [sources.add_file(p.read_bytes(), f"{name}-{p.name}") for p in files]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_voice(
+        name, {"clone": {"audioUrls": urls, "exaggeration": 0.4}}, inferenceService="chatterbox"))
+    body = _phase(cluster, namespace, name, "Ready", timeout=300)
+    clone = body["status"]["clone"]
+    assert clone["recordings"] == 3 and clone["segments"] == 2 and clone["speechSeconds"] > 10
+    assert clone["replica"] == "chatterbox-predictor-" + str(predictor.port)
+    assert [r["recording"] for r in clone["rejected"]] == [f"{name}-silent.wav"]
+    assert clone["rejected"][0]["reason"].startswith("silent")
+    assert 0 < clone["similarityMin"] <= clone["similarityMean"] <= 1
+    events = set(_events(cluster, namespace, name))
+    assert {"Cloned", "RecordingsRejected", "Synced", "Reloaded"} <= events
+    raw = (voices_dir / f"{name}.pth").read_bytes()
+    assert _sha(raw) == body["status"]["sha256"]
+    stored = torch.load(io.BytesIO(raw), weights_only=True)
+    assert float(stored["t3"]["emotion_adv"]) == pytest.approx(0.4)
+    headers = {"X-API-Key": API_KEY}
+    assert f"{name}.pth" in httpx.get(f"{predictor.url}/voices", headers=headers).json()
+    resp = httpx.post(f"{predictor.url}/tts/generate", headers=headers, timeout=120,
+                      json={"text": "Cloned by the operator.", "voice_id": name, "seed": 1})
+    assert resp.status_code == 200 and resp.content[:4] == b"RIFF", resp.text
+    # Removed behind the operator's back: cloned again, to the same bytes.
+    (voices_dir / f"{name}.pth").unlink()
+    deadline = time.monotonic() + 300
+    while not (voices_dir / f"{name}.pth").exists():
+        assert time.monotonic() < deadline, "the cloned voice was not repaired"
+        time.sleep(0.5)
+    _phase(cluster, namespace, name, "Ready", timeout=300)
+    assert (voices_dir / f"{name}.pth").read_bytes() == raw
 
 
 def test_the_replica_works_through_kopf_peering(cluster, operator):
