@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,7 @@ def test_the_plans_invocation_writes_the_voice_and_its_sidecar(recordings, rando
     assert rejected == [f"clipped.wav: rejected: {_reason(done, 'clipped')}",
                         f"silent.wav: rejected: {_reason(done, 'silent')}"]
     raw = (out / "new_voice_name.pth").read_bytes()
+    assert (out / "new_voice_name.pth").stat().st_mode & 0o777 == 0o666 & ~_umask()  # the user's umask
     sidecar = json.loads((out / "new_voice_name.json").read_text())
     assert sidecar["sha256"] == _sha(raw) and sidecar["bytes"] == len(raw)
     assert sidecar["voice_id"] == "new_voice_name" and sidecar["variant"] == "turbo"
@@ -202,6 +204,12 @@ def test_the_plans_invocation_writes_the_voice_and_its_sidecar(recordings, rando
                   "--checkpoint_dir", str(random_checkpoint("turbo")), "--device", "cpu"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "other" / "same.pth").read_bytes() == raw
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _reason(done: subprocess.CompletedProcess, name: str) -> str:

@@ -210,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in result.report["notes"]:
         print(f"note: {note}", file=sys.stderr)
     report = {"voice_id": target.stem, "file": name, **result.report}
+    mode = 0o666 & ~_umask()  # a file the user made, as any of their tools would make it
     try:
-        write_atomic(target, result.voice, overwrite=args.overwrite)
-        write_atomic(sidecar, (json.dumps(report, indent=2) + "\n").encode(), overwrite=True)
+        write_atomic(target, result.voice, overwrite=args.overwrite, mode=mode)
+        write_atomic(sidecar, (json.dumps(report, indent=2) + "\n").encode(), overwrite=True, mode=mode)
     except FileExistsError:
         print(f"{PROG}: {target} appeared meanwhile; give --overwrite to replace it", file=sys.stderr)
         return NO_OUTPUT
@@ -228,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             return UPLOAD_FAILED
         print(f"uploaded to {args.upload}: {message}")
     return OK
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _transcript(path: Path) -> str | None:

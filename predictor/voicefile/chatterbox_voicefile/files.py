@@ -13,12 +13,15 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(target: Path, raw: bytes, *, overwrite: bool) -> None:
-    """Puts `raw` at `target`. Raises FileExistsError when `target` exists and `overwrite` is false."""
+def write_atomic(target: Path, raw: bytes, *, overwrite: bool, mode: int | None = None) -> None:
+    """Puts `raw` at `target`. Raises FileExistsError when `target` exists and `overwrite` is false.
+    The file is private to its owner (mkstemp's 0600) unless `mode` says otherwise."""
     directory = target.parent
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
