@@ -105,6 +105,20 @@ def _fetch(ctx: Context, body: dict) -> bytes:
     raise PermanentFailure("NoSource", "spec.source names none of http, configMap, secret or clone")
 
 
+def _synced_clone(ctx: Context, body: dict, voice_id: str) -> bytes | None:
+    """The file on disk when it is this generation's clone, as synced: a retry after the sync (a replica
+    that did not confirm the reload) must not clone again, which takes minutes."""
+    status = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    if not status.get("sha256") or (status.get("clone") or {}).get("syncedGeneration") != generation:
+        return None
+    try:
+        raw = ctx.store.path(voice_id).read_bytes()
+    except FileNotFoundError:
+        return None
+    return raw if sha256_of(raw) == status["sha256"] else None
+
+
 def _clone(ctx: Context, body: dict, status: VoiceStatus) -> bytes:
     """Fetches the clone source's recordings and has a ready predictor replica clone them; the report
     (what was used, what was rejected and why) goes into status.clone and the events."""
@@ -115,6 +129,7 @@ def _clone(ctx: Context, body: dict, status: VoiceStatus) -> bytes:
         raise PermanentFailure("CloneNeedsPredictor", "a clone source is cloned by a predictor: set "
                                "spec.inferenceService to the InferenceService whose replicas clone it")
     recordings = sources.fetch_recordings(clone["audioUrls"], limit=ctx.settings.max_recording_bytes,
+                                          total_limit=ctx.settings.max_clone_bytes,
                                           timeout=ctx.settings.fetch_timeout)
     namespace = body["metadata"]["namespace"]
     service = ctx.settings.predictor_service.format(name=isvc)
@@ -194,7 +209,7 @@ def reconcile(ctx: Context, body: dict, *, cause: str = "sync") -> None:
         with ctx.store.lock(voice_id):
             _claim(ctx, voice_id, owner)
             if "clone" in body["spec"]["source"]:
-                raw = _clone(ctx, body, status)
+                raw = _synced_clone(ctx, body, voice_id) or _clone(ctx, body, status)
             else:
                 raw = _fetch(ctx, body)
                 status.update(clone=None)  # a merge patch's null: drops a former clone source's report
@@ -209,6 +224,8 @@ def reconcile(ctx: Context, body: dict, *, cause: str = "sync") -> None:
         ctx.events(body, "Normal", "Synced" if cause == "sync" else "DriftRepaired", message)
         status.set_condition(SYNCED, True, "Synced", message)
         status.update(sha256=sha, size=len(raw), lastSyncTime=now(), observedGeneration=status.generation)
+        if "clone" in body["spec"]["source"]:  # marks the file as this generation's clone (_synced_clone)
+            status.update(clone={**(status.status.get("clone") or {}), "syncedGeneration": status.generation})
         try:
             ok, reason, message = _tell_predictors(ctx, body, voice_id, present=True)
         except TemporaryFailure as exc:

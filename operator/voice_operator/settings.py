@@ -39,7 +39,9 @@ class OperatorSettings(Settings):
                                  "source.")
     fetch_timeout: float = Field(30.0, gt=0, description="Seconds to wait on a source or a predictor.")
     max_recording_bytes: int = Field(100 * 2**20, gt=0, description="Largest reference recording of a clone "
-                                     "source; a predictor's --clone_max_upload_mb bounds their total.")
+                                     "source.")
+    max_clone_bytes: int = Field(100 * 2**20, gt=0, description="Largest total of a clone source's "
+                                 "recordings: the predictors' --clone_max_upload_mb (the chart sets both).")
     clone_timeout: float = Field(900.0, gt=0, description="Seconds to wait for a predictor to clone a voice "
                                  "(minutes of audio, or a tuning run, take a while).")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest pause between retries of a temporary "

@@ -40,15 +40,21 @@ def recording_name(url: str, index: int) -> str:
     return base or f"recording-{index + 1}"
 
 
-def fetch_recordings(urls: list[str], *, limit: int, timeout: float) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each reference recording, in order; names are made unique."""
-    recordings, seen = [], set()
+def fetch_recordings(urls: list[str], *, limit: int, total_limit: int, timeout: float,
+                     ) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each reference recording, in order, at most `limit` bytes each and `total_limit`
+    in all (what one clone request to a predictor may carry); names are made unique."""
+    recordings, seen, total = [], set(), 0
     for index, url in enumerate(urls):
-        name = recording_name(url, index)
-        if name in seen:
-            name = f"{index + 1}-{name}"
+        name = base = recording_name(url, index)
+        n = 1
+        while name in seen:
+            n += 1
+            name = f"{n}-{base}"
         seen.add(name)
-        recordings.append((name, fetch_http(url, limit=limit, timeout=timeout)))
+        raw = fetch_http(url, limit=min(limit, total_limit - total), timeout=timeout)
+        total += len(raw)
+        recordings.append((name, raw))
     return recordings
 
 

@@ -22,6 +22,7 @@ end (`max` over zero columns); here such a text has no earlier text to repeat, s
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,7 @@ class AttentionProbe:
         self.heads = tuple(heads)
         self._found: dict[tuple[int, int], torch.Tensor] = {}
         self._handles = []
+        self._thread: int | None = None
 
     @staticmethod
     def fits(tfmr, heads=ALIGNMENT_HEADS) -> bool:
@@ -73,6 +75,9 @@ class AttentionProbe:
         return max(layer for layer, _ in heads) < len(tfmr.layers)
 
     def __enter__(self) -> AttentionProbe:
+        # The hooks sit on modules that other threads may run meanwhile (the server's cloner tunes
+        # voices on the same T3): only this thread's forward passes are recorded.
+        self._thread = threading.get_ident()
         self._found.clear()
         for layer in sorted({layer for layer, _ in self.heads}):
             attn = self.tfmr.layers[layer].self_attn
@@ -85,6 +90,8 @@ class AttentionProbe:
         self._handles.clear()
 
     def _record(self, module, args, kwargs, output) -> None:
+        if threading.get_ident() != self._thread:
+            return
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         cos, sin = kwargs["position_embeddings"]
         keys = kwargs["past_key_values"].layers[module.layer_idx].keys  # already holds this step's keys

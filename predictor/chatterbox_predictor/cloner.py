@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .cloning.pipeline import CloneOptions, CloneResult, NoUsableAudio, Source, clone
+from .cloning.tuning import TooFewSegments
 from .errors import EngineNotReady, GenerationFailed, InvalidInput, QueueFull, UnusableAudio
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,12 @@ class Cloner:
                 self._pending -= 1
 
     def _run(self, sources: list[Source], options: CloneOptions) -> CloneResult:
+        log.info("cloning a voice from %d recordings%s", len(sources), " (tuned)" if options.tune else "")
         try:
             result = clone(self.model, self.variant, sources, options)
         except NoUsableAudio as exc:
             raise UnusableAudio(str(exc)) from exc
-        except ValueError as exc:  # tuning with one segment
+        except TooFewSegments as exc:
             raise InvalidInput(str(exc)) from exc
         except Exception as exc:  # a bug or a device failure: reported, and the thread carries on
             log.exception("cloning failed")

@@ -421,6 +421,8 @@ def test_a_clone_source_is_cloned_by_the_real_predictor_synced_and_spoken(
     assert [r["recording"] for r in clone["rejected"]] == [f"{name}-silent.wav"]
     assert clone["rejected"][0]["reason"].startswith("silent")
     assert 0 < clone["similarityMin"] <= clone["similarityMean"] <= 1
+    assert clone["syncedGeneration"] == body["metadata"]["generation"]
+    assert predictor.log().count("cloning a voice from 3 recordings") == 1
     events = set(_events(cluster, namespace, name))
     assert {"Cloned", "RecordingsRejected", "Synced", "Reloaded"} <= events
     raw = (voices_dir / f"{name}.pth").read_bytes()
@@ -440,6 +442,7 @@ def test_a_clone_source_is_cloned_by_the_real_predictor_synced_and_spoken(
         time.sleep(0.5)
     _phase(cluster, namespace, name, "Ready", timeout=300)
     assert (voices_dir / f"{name}.pth").read_bytes() == raw
+    assert predictor.log().count("cloning a voice from 3 recordings") == 2  # the repair, once
 
 
 def test_the_replica_works_through_kopf_peering(cluster, operator):

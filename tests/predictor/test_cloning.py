@@ -126,13 +126,50 @@ def test_tuning_lowers_the_training_loss_and_reports_the_held_out_loss(model, re
     tune = result.report["tune"]
     assert tune["steps"] == 4 and tune["stopped_by"] == "steps" and tune["with_transcripts"] == 3
     assert tune["train_loss_last"] < tune["train_loss_before"]
-    assert tune["held_out_loss_after"] <= tune["held_out_loss_before"]  # the best held-out embedding is kept
+    # The embedding kept is the one with the lowest held-out loss of all that were measured.
+    assert tune["held_out_loss_after"] == min(h["held_out"] for h in tune["history"])
     assert len(tune["held_out_segments"]) == 1 and len(tune["train_segments"]) == 2
     quality = result.report["quality"]
     assert quality["held_out_loss_before"] == tune["held_out_loss_before"]
     assert quality["held_out_loss_after"] == tune["held_out_loss_after"]
     conds = load_voice_bytes(result.voice, TURBO)
     assert float(conds.t3.speaker_emb.norm()) == pytest.approx(1.0, abs=1e-4)  # on the encoder's sphere
+
+
+@pytest.mark.parametrize("variant", ["turbo", "english"])
+def test_the_tuning_loss_sees_the_logits_the_decoder_samples_from(random_checkpoint, variant):
+    """Tuning fits what serving uses: T3's teacher-forced logits over a token sequence equal, position by
+    position, the logits our streaming decoder sampled that sequence from (Turbo's GPT-2 layout, and the
+    Llama variants' with the start of speech fed twice)."""
+    from chatterbox_predictor.cloning.tuning import Example, teacher_forced_logits
+    from chatterbox_predictor.loading import load_model
+    from chatterbox_predictor.sampling import SamplingParams
+    from chatterbox_predictor.t3_stream import T3Stream, with_exaggeration
+    from chatterbox_predictor.variants import get_variant
+
+    v = get_variant(variant)
+    model = load_model(random_checkpoint(variant), variant, device="cpu")
+    params = SamplingParams(max_new_tokens=12, cfg_weight=0.0).resolved(v.sampling_defaults, 1000)
+    t3_cond = with_exaggeration(model.conds.t3, 0.5)
+    text = v.text_tokens(model, "Hello there, how are you?", None)
+    stream = T3Stream(model.t3, v, t3_cond, text, params, torch.Generator().manual_seed(3))
+    seen, sample = [], stream._sample
+
+    def spy(logits):
+        seen.append(logits[0].clone())
+        return sample(logits)
+
+    stream._sample = spy
+    tokens = []
+    while (token := stream.next_token()) is not None:
+        tokens.append(token)
+    example = Example(text.clone(), torch.tensor([tokens], dtype=torch.long))
+    with torch.no_grad():
+        logits, targets = teacher_forced_logits(
+            model, v, t3_cond.speaker_emb, t3_cond.cond_prompt_speech_tokens, t3_cond.emotion_adv, example)
+    assert len(seen) >= len(tokens) >= 1 and targets.tolist() == [*tokens, model.t3.hp.stop_speech_token]
+    for i, decoded in enumerate(seen):
+        torch.testing.assert_close(logits[i], decoded, atol=2e-3, rtol=1e-3)
 
 
 def test_tuning_one_segment_is_refused_and_a_time_limit_stops_it(model, recordings):
@@ -261,4 +298,6 @@ def test_the_tool_tunes_with_transcripts_and_writes_the_losses(recordings, rando
     sidecar = json.loads((tmp_path / "tuned.json").read_text())
     assert sidecar["tune"]["with_transcripts"] == 3 and sidecar["tune"]["steps"] == 3
     assert "held-out loss" in done.stdout
-    assert sidecar["quality"]["held_out_loss_after"] <= sidecar["quality"]["held_out_loss_before"]
+    history = sidecar["tune"]["history"]
+    assert [h["step"] for h in history] == [0, 3] and history[-1]["train"] < history[0]["train"]
+    assert sidecar["quality"]["held_out_loss_after"] == min(h["held_out"] for h in history)

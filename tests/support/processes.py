@@ -29,8 +29,10 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, path: str, timeout: float = 300) -> httpx.Response:
-        """Polls `path` until it answers 200; fails with the server's log if the process dies first."""
+    def wait_ready(self, path: str, timeout: float = 600) -> httpx.Response:
+        """Polls `path` until it answers 200; fails with the server's log if the process dies first.
+        Ten minutes: a load and warm-up take about 30 s alone, but several times that on these two
+        cores while another heavy process runs (300 s ran out once, the server still warming up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

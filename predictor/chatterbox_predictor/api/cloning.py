@@ -49,6 +49,9 @@ def build_options(service: TTSService, query: dict) -> CloneOptions:
         if cap == 0:
             raise InvalidInput("this server does not fine-tune voices (--clone_max_tune_steps 0): clone "
                                "without tune, or tune offline with the cloning tool")
+        if service.engine.variant.needs_language and not query["language"]:
+            raise InvalidInput(f"tuning a {service.engine.variant.name} voice needs ?language= (the "
+                               "language of the recordings' transcripts)")
         tune = TuneOptions(steps=query["tune_steps"], learning_rate=query["tune_lr"], seed=query["seed"],
                            language=query["language"])
     return CloneOptions(exaggeration=query["exaggeration"], tune=tune)

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..variants import get_variant
     from .pipeline import CloneOptions, NoUsableAudio, Source, analyse, build
     from .recordings import list_recordings
-    from .tuning import TuneOptions
+    from .tuning import TooFewSegments, TuneOptions
 
     paths, skipped = list_recordings(args.input_dir)
     for rejection in skipped:
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return NO_MODEL
     try:
         result = build(model, get_variant(args.variant), analysis, options, progress)
-    except ValueError as exc:  # tuning with a single segment
+    except TooFewSegments as exc:
         progress.close()
         print(f"{PROG}: {exc}", file=sys.stderr)
         return NO_AUDIO

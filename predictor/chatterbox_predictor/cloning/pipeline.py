@@ -99,6 +99,10 @@ def analyse(sources: list[Source], options: CloneOptions,
     total_s = 0.0
     for n, source in enumerate(sources):
         tell("reading", n, len(sources))
+        if total_s >= options.max_total_s:  # enough speech: the rest is not even decoded
+            notes.append(f"{source.name}: not read: {options.max_total_s:g} s of speech are enough")
+            recordings.append({"file": source.name, "accepted": False, "reason": "not needed"})
+            continue
         decoded = read_recording(source.name, source.data, options.max_recording_s)
         if isinstance(decoded, Rejection):
             rejections.append(decoded)

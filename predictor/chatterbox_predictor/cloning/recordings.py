@@ -17,6 +17,11 @@ import numpy as np
 # FFmpeg's demuxer names of the formats the tool reads (MP3 without ID3 is "mp3" too).
 FORMATS = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "ogg": "Ogg"}
 SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus")
+MAX_RATE = 192_000  # studio rates stop at 192 kHz; a higher one is a crafted file
+MAX_CHANNELS = 8
+# Decoded samples, all channels, of one file (10 minutes of 48 kHz stereo, 230 MB as float32): a small
+# compressed upload of a huge rate and channel count must not decode into gigabytes.
+MAX_DECODED_SAMPLES = 600 * 48_000 * 2
 # Channels that differ by less than this (peak, relative to the loudest) are one signal recorded twice,
 # which many recorders do; anything more may be two microphones or two speakers.
 SAME_CHANNELS = 0.01
@@ -59,6 +64,10 @@ def read_recording(name: str, data: bytes | Path, max_seconds: float) -> Recordi
                 return Rejection(name, f"not a WAV, FLAC, MP3 or Ogg recording (found {kind})")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
+            channels = stream.codec_context.channels or 1
+            if not rate or rate > MAX_RATE or channels > MAX_CHANNELS:
+                return Rejection(name, f"{rate} Hz in {channels} channels: give at most {MAX_RATE} Hz in "
+                                 f"{MAX_CHANNELS} channels (mono is best)")
             # Planar float32 at the file's own rate and layout: one row per channel.
             resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
             parts, total = [], 0
@@ -69,6 +78,9 @@ def read_recording(name: str, data: bytes | Path, max_seconds: float) -> Recordi
                     total += part.shape[1]
                 if total > max_seconds * rate:
                     return Rejection(name, f"longer than {max_seconds:g} s; split it into shorter files")
+                if total * channels > MAX_DECODED_SAMPLES:
+                    return Rejection(name, "too large once decoded (a high rate in many channels for its "
+                                     "length); give a mono file at 48 kHz or less")
             for out in resampler.resample(None):
                 parts.append(out.to_ndarray())
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:

@@ -142,8 +142,10 @@ def snr_db(wav16: np.ndarray, regions: list[tuple[float, float]]) -> float:
 
 
 def group(regions: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], list[str]]:
-    """Speech regions into segments of MIN_SEGMENT_S..MAX_SEGMENT_S, cut only at pauses; pieces too
-    short to stand alone join a neighbour when they fit, else are left out (and said so)."""
+    """Speech regions into segments of MIN_SEGMENT_S..MAX_SEGMENT_S, cut only at pauses: each region
+    joins the segment before it while the two fit in MAX_SEGMENT_S across a pause of at most
+    JOIN_PAUSE_S. A piece still shorter than MIN_SEGMENT_S could join neither neighbour (either would
+    have taken it), so it is left out, and said so."""
     spans: list[list[float]] = []
     for start, end in regions:
         if spans and end - spans[-1][0] <= MAX_SEGMENT_S and start - spans[-1][1] <= JOIN_PAUSE_S:
@@ -154,8 +156,6 @@ def group(regions: list[tuple[float, float]]) -> tuple[list[tuple[float, float]]
     for start, end in spans:
         if end - start >= MIN_SEGMENT_S:
             kept.append((start, end))
-        elif kept and end - kept[-1][0] <= MAX_SEGMENT_S and start - kept[-1][1] <= JOIN_PAUSE_S:
-            kept[-1] = (kept[-1][0], end)
         else:
             notes.append(f"left out {end - start:.1f} s of speech at {start:.1f} s: shorter than "
                          f"{MIN_SEGMENT_S:g} s between pauses")

@@ -29,6 +29,10 @@ from .segments import Segment
 MAX_TUNE_TOKENS = 375  # 15 s of speech, the longest segment
 
 
+class TooFewSegments(ValueError):
+    """Tuning holds segments out to measure itself: one segment is not enough."""
+
+
 @dataclass(frozen=True)
 class TuneOptions:
     steps: int = 50
@@ -47,7 +51,7 @@ class TuneResult:
 
 
 @dataclass
-class _Example:
+class Example:
     text: object  # (1, n) long tensor
     speech: object  # (1, m) long tensor
 
@@ -60,10 +64,10 @@ def speech_tokens(model, segment: Segment):
     return torch.atleast_2d(tokens).to(model.device, torch.long).clone()  # out of inference mode
 
 
-def teacher_forced_loss(model, variant, speaker_emb, prompt_tokens, emotion, example: _Example):
-    """Mean cross-entropy of the segment's speech tokens and the end of speech, given the voice."""
+def teacher_forced_logits(model, variant, speaker_emb, prompt_tokens, emotion, example: Example):
+    """(logits, targets): T3's speech logits at each of the segment's tokens and after the last, laid out
+    as `T3Stream` decodes, and the tokens they should predict (the segment's, then end of speech)."""
     import torch
-    import torch.nn.functional as F
     from chatterbox.models.t3.modules.cond_enc import T3Cond
 
     t3 = model.t3
@@ -82,9 +86,17 @@ def teacher_forced_loss(model, variant, speaker_emb, prompt_tokens, emotion, exa
     else:
         tail = t3.speech_emb(speech)
     hidden = t3.tfmr(inputs_embeds=torch.cat([head, tail], dim=1), use_cache=False).last_hidden_state
-    logits = t3.speech_head(hidden[:, -(n + 1):]).float()
+    logits = t3.speech_head(hidden[:, -(n + 1):]).float()[0]
     stop = torch.full((1, 1), t3.hp.stop_speech_token, dtype=torch.long, device=t3.device)
-    return F.cross_entropy(logits[0], torch.cat([speech, stop], dim=1)[0])
+    return logits, torch.cat([speech, stop], dim=1)[0]
+
+
+def teacher_forced_loss(model, variant, speaker_emb, prompt_tokens, emotion, example: Example):
+    """Mean cross-entropy of the segment's speech tokens and the end of speech, given the voice."""
+    import torch.nn.functional as F
+
+    logits, targets = teacher_forced_logits(model, variant, speaker_emb, prompt_tokens, emotion, example)
+    return F.cross_entropy(logits, targets)
 
 
 def tune(model, variant, voice: dict, segments: list[Segment], options: TuneOptions,
@@ -93,7 +105,7 @@ def tune(model, variant, voice: dict, segments: list[Segment], options: TuneOpti
     import torch
 
     if len(segments) < 2:
-        raise ValueError("tuning needs at least two segments (some are held out to measure it); give "
+        raise TooFewSegments("tuning needs at least two segments (some are held out to measure it); give "
                          "more or longer recordings")
     started = time.monotonic()
     device = model.device
@@ -101,7 +113,7 @@ def tune(model, variant, voice: dict, segments: list[Segment], options: TuneOpti
     for segment in segments:
         text = variant.text_tokens(model, variant.normalize(segment.transcript) if segment.transcript
                                    else "", options.language).to(device).clone()
-        examples.append(_Example(text, speech_tokens(model, segment)))
+        examples.append(Example(text, speech_tokens(model, segment)))
     order = list(range(len(segments)))
     random.Random(options.seed).shuffle(order)
     held_n = min(len(order) - 1, max(1, round(options.holdout_fraction * len(order))))
