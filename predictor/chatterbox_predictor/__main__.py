@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # Our routes beside KServe's, on the app its server serves.
     install(model_server.app, TTSService(model.tts_engine, model.voices, model.cloner, settings), keys,
-            open_metrics=settings.open_metrics, max_text_chars=settings.max_text_chars)
+            open_metrics=settings.open_metrics, max_text_chars=settings.max_text_chars,
+            max_tune_steps=settings.clone_max_tune_steps)
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
         max_threads=args.max_threads, max_asyncio_workers=args.max_asyncio_workers,

@@ -17,7 +17,13 @@ from .auth import ApiKeys, AuthMiddleware, open_routes
 from .errors import error_response
 from .observability import RequestIdMiddleware
 from .openai import openai_router
-from .protocol import DEFAULT_MAX_TEXT_CHARS, GenerateRequest, SpeechRequest, with_text_limit
+from .protocol import (
+    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_MAX_TUNE_STEPS,
+    GenerateRequest,
+    SpeechRequest,
+    with_text_limit,
+)
 from .routes import rest_router
 from .service import TTSService
 from .spec import finish_openapi
@@ -27,8 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: bool = False,
-            max_text_chars: int | None = None) -> None:
-    """Adds the API to `app`. `max_text_chars` (None: the protocol's default) goes into the schema."""
+            max_text_chars: int | None = None, max_tune_steps: int | None = None) -> None:
+    """Adds the API to `app`. `max_text_chars` and `max_tune_steps` (None: the protocol's defaults) go
+    into the schema."""
 
     async def engine_error(request, exc: EngineError):
         return error_response(exc)
@@ -45,7 +52,8 @@ def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: b
     if max_text_chars is not None:
         generate = with_text_limit(GenerateRequest, "text", max_text_chars)
         speech = with_text_limit(SpeechRequest, "input", max_text_chars)
-    app.include_router(rest_router(service, generate))
+    app.include_router(rest_router(service, generate, DEFAULT_MAX_TUNE_STEPS if max_tune_steps is None
+                                   else max_tune_steps))
     app.include_router(openai_router(service, speech))
     limit = max_text_chars if max_text_chars is not None else DEFAULT_MAX_TEXT_CHARS
     app.add_api_websocket_route("/tts/stream", websocket_handler(service, limit))

@@ -21,6 +21,8 @@ from ..settings import PredictorSettings
 
 DEFAULT_MAX_TEXT_CHARS = PredictorSettings.model_fields["max_text_chars"].default
 """Longest text of a request unless the server's --max_text_chars says otherwise (`with_text_limit`)."""
+DEFAULT_MAX_TUNE_STEPS = PredictorSettings.model_fields["clone_max_tune_steps"].default
+"""Most tuning steps of a clone unless the server's --clone_max_tune_steps says otherwise."""
 
 # A voice id: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, never two dots in a
 # row (so never a path); with or without the .pth suffix; empty for the model's built-in voice. Written

@@ -13,6 +13,7 @@ from ..errors import PayloadTooLarge
 from ..voice_directory import upload_file_name
 from . import cloning
 from .protocol import (
+    DEFAULT_MAX_TUNE_STEPS,
     VOICE_ID_MAX_CHARS,
     VOICE_ID_PATTERN,
     CloneReport,
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 AUDIO_TYPES = sorted(set(MEDIA_TYPES.values()))
 
 
-def rest_router(service: TTSService, generate_model: type[GenerateRequest] = GenerateRequest) -> APIRouter:
-    """`generate_model` is `GenerateRequest` with the server's text limit (`protocol.with_text_limit`)."""
+def rest_router(service: TTSService, generate_model: type[GenerateRequest] = GenerateRequest,
+                max_tune_steps: int = DEFAULT_MAX_TUNE_STEPS) -> APIRouter:
+    """`generate_model` is `GenerateRequest` with the server's text limit (`protocol.with_text_limit`);
+    `max_tune_steps` is the server's cap on a clone's tuning steps, stated in the schema."""
     router = APIRouter()
 
     @router.get("/health", tags=["health"], operation_id="health")
@@ -78,7 +81,7 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         log.info("voice %s uploaded (%d bytes)", saved, len(raw))
         return UploadResponse(voice_id=saved, message="Voice uploaded successfully.")
 
-    clone_options = cloning.clone_options_dependency(service.settings.clone_max_tune_steps)
+    clone_options = cloning.clone_options_dependency(max_tune_steps)
 
     @router.post("/voices/clone", tags=["voices"], operation_id="cloneVoice",
                  responses={201: {"model": CloneResponse, "description": "Cloned, and stored under "
