@@ -13,7 +13,7 @@ CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-images test-cluster images lint tools manifests bench kind-e2e clean
+.PHONY: help install run test test-images test-cluster test-gpu images lint tools manifests bench soak kind-e2e clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ test-images: install tools  ## Only the image tier: builds both images and runs 
 test-cluster: install tools  ## Only the cluster tier: the chart on a real single-node cluster (root).
 	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
+test-gpu: install  ## Only the GPU tier (needs a visible CUDA device; skipped, saying so, elsewhere).
+	$(BIN)/pytest -m gpu -rs $(PYTEST_ARGS)
+
 images:  ## Build both images (Docker's classic builder; a stand-in base where no registry answers).
 	bash hack/build-images.sh
 
@@ -60,6 +63,9 @@ manifests:  ## Render manifests/ from the Helm chart (hack/render-manifests.sh, 
 
 bench: install  ## Our streaming engine vs the library's generate() on a random full-size checkpoint (CPU).
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py $(ARGS)
+
+soak: install  ## Memory under churn: 1,000 requests over 20 voices at concurrency 4, RSS at start and end.
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/soak.py $(ARGS)
 
 # Not part of `make test`: it needs Docker and internet (kind's node image, KServe's charts), which CI lacks.
 kind-e2e:  ## End to end on a local kind cluster with KServe (Docker, kind, internet); KEEP_CLUSTER=1 keeps it.

@@ -5,14 +5,23 @@ seed and the same speech-token budget. Our token loop samples exactly as the lib
 one seed both draw the same tokens and produce audio of the same length: the comparison is like for
 like. The library returns its audio at the end, so its time to first audio is its total time.
 
+Every case runs `--runs` times (default 3), interleaved with the library's, after both were warmed on the
+measured texts; the tables give medians and the spread. `--concurrency 1,2,4,8` measures many streams at
+once instead: per level, the streams submitted together to the engine's worker at `max_batch_size` 1
+and at the largest level, and the library's `generate()` for the same requests one after another.
+
 Numbers on a shared CPU are noisy: compare the ratios within one run, not across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
+import math
+import platform
+import statistics
 import sys
 import threading
 import time
@@ -85,21 +94,186 @@ def run_ours(engine: Engine, text: str, tokens: int, seed: int) -> dict:
     return {"ttfa_s": ttfa, "total_s": total, "audio_s": audio, "chunks": chunks, "peak_rss_mb": rss.mb}
 
 
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p95 of 4 values is the largest: no interpolation past what was seen)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def single_cases(name: str, model, engine: Engine, args) -> list[dict]:
+    cases = []
+    for case, text in CASES.items():
+        budget = args.tokens * (2 if case == "two_sentences" else 1)
+        # Both sides warmed on the measured text before timing (first calls pick kernels, allocate).
+        run_library(model, text, budget, args.seed)
+        run_ours(engine, text, budget, args.seed)
+        base, ours = [], []
+        for _ in range(args.runs):  # interleaved, so that a slow spell of the machine hits both
+            base.append(run_library(model, text, budget, args.seed))
+            ours.append(run_ours(engine, text, budget, args.seed))
+        med = {k: statistics.median(r[k] for r in ours) for k in ("ttfa_s", "total_s", "audio_s")}
+        lib = statistics.median(r["total_s"] for r in base)
+        cases.append({
+            "name": f"{name}/{case}", "variant": name, "tokens": budget, "runs": args.runs,
+            "ttfa_s": med["ttfa_s"], "total_s": med["total_s"], "audio_s": med["audio_s"],
+            "chunks": ours[0]["chunks"], "rtf": med["total_s"] / med["audio_s"],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ours),
+            "baseline_total_s": lib, "baseline_audio_s": base[0]["audio_s"],
+            "baseline_rtf": lib / base[0]["audio_s"],
+            "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in base),
+            "ttfa_vs_baseline_total": med["ttfa_s"] / lib, "total_vs_baseline_total": med["total_s"] / lib,
+            # Per run, ours over the library run beside it: the spread of the ratio the targets are about.
+            "total_vs_baseline_spread": spread([o["total_s"] / b["total_s"]
+                                                for o, b in zip(ours, base, strict=True)]),
+            "ttfa_spread_s": spread([r["ttfa_s"] for r in ours]),
+        })
+        print(f"done {cases[-1]['name']}", file=sys.stderr)
+    return cases
+
+
+def print_single(cases: list[dict]) -> None:
+    header = (f"{'case':<28}{'tokens':>7}{'ttfa s':>9}{'total s':>9}{'lib total s':>12}{'ttfa/lib':>9}"
+              f"{'total/lib':>10}{'(min-max)':>12}{'audio s':>9}{'rtf':>7}{'lib rtf':>8}{'rss MB':>8}")
+    print(header)
+    for c in cases:
+        s = c["total_vs_baseline_spread"]
+        print(f"{c['name']:<28}{c['tokens']:>7}{c['ttfa_s']:>9.2f}{c['total_s']:>9.2f}"
+              f"{c['baseline_total_s']:>12.2f}{c['ttfa_vs_baseline_total']:>9.2f}"
+              f"{c['total_vs_baseline_total']:>10.2f}{s['min']:>6.2f}-{s['max']:<5.2f}{c['audio_s']:>9.2f}"
+              f"{c['rtf']:>7.2f}{c['baseline_rtf']:>8.2f}{c['peak_rss_mb']:>8.0f}")
+
+
+# -- concurrency -------------------------------------------------------------------------------------
+# Distinct sentences (and seeds) per stream, as distinct clients would send.
+STREAM_TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please leave the package at the front door before noon.",
+    "Our next train to the city leaves from platform four.",
+    "She sells sea shells by the sea shore every summer.",
+    "Turn left at the second light and park behind the bakery.",
+    "The meeting has moved to Thursday at half past three.",
+    "A gentle rain fell on the quiet village all night long.",
+    "Remember to water the plants while I am away this week.",
+]
+
+
+def _stream_requests(level: int, tokens: int, seed: int) -> list[SynthesisRequest]:
+    params = SamplingParams(max_new_tokens=tokens)
+    return [SynthesisRequest(STREAM_TEXTS[i % len(STREAM_TEXTS)], params=params, seed=seed + i)
+            for i in range(level)]
+
+
+def run_engine_level(engine: Engine, requests: list[SynthesisRequest]) -> dict:
+    """All requests submitted at once to the running worker; per request the time to its first chunk and
+    to its last, from the common start."""
+
+    async def one(request, started):
+        ttfa, audio = None, 0.0
+        async for chunk in engine.stream(request):
+            ttfa = ttfa if ttfa is not None else time.perf_counter() - started
+            audio += chunk.duration_s
+        return ttfa, time.perf_counter() - started, audio
+
+    async def all_of_them():
+        started = time.perf_counter()
+        return await asyncio.gather(*(one(r, started) for r in requests))
+
+    return _level_metrics(asyncio.run(all_of_them()))
+
+
+def run_library_level(model, requests: list[SynthesisRequest], tokens: int) -> dict:
+    """The library's generate() for the same requests, one after another: a request's audio (all of it at
+    once) is ready when its call returns, after the calls before it."""
+    results = []
+    with capped_speech_tokens(model, tokens):
+        started = time.perf_counter()
+        for request in requests:
+            torch.manual_seed(request.seed)
+            wav = model.generate(request.text)
+            done = time.perf_counter() - started
+            results.append((done, done, wav.shape[-1] / model.sr))
+    return _level_metrics(results)
+
+
+def _level_metrics(results: list[tuple[float, float, float]]) -> dict:
+    """From (time to first audio, time to last audio, audio seconds) per request of one run. A stream's
+    real-time factor is its wall time, from the common start to its last audio, over its audio."""
+    ttfa = [r[0] for r in results]
+    wall = max(r[1] for r in results)
+    return {"audio_s_per_wall_s": sum(r[2] for r in results) / wall, "ttfa_p50_s": percentile(ttfa, 50),
+            "ttfa_p95_s": percentile(ttfa, 95), "stream_rtf": [r[1] / r[2] for r in results],
+            "wall_s": wall, "audio_s": sum(r[2] for r in results)}
+
+
+def concurrency(model, engines: dict[int, Engine], levels: list[int], args) -> list[dict]:
+    out = []
+    # Warm-up on the measured texts, both sides, untimed.
+    for engine in engines.values():
+        run_engine_level(engine, _stream_requests(max(levels), args.tokens, args.seed))
+    run_library_level(model, _stream_requests(min(len(STREAM_TEXTS), max(levels)), args.tokens, args.seed),
+                      args.tokens)
+    for level in levels:
+        requests = _stream_requests(level, args.tokens, args.seed)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.runs):  # interleaved settings, so that a slow spell hits them all
+            for size, engine in engines.items():
+                runs.setdefault(f"ours/{size}", []).append(run_engine_level(engine, requests))
+            runs.setdefault("library", []).append(run_library_level(model, requests, args.tokens))
+        for setting, results in runs.items():
+            entry = {"concurrency": level, "engine": setting.split("/")[0],
+                     "max_batch_size": int(setting.split("/")[1]) if "/" in setting else 1,
+                     "runs": len(results)}
+            for key in ("audio_s_per_wall_s", "ttfa_p50_s", "ttfa_p95_s", "wall_s"):
+                entry[key] = statistics.median(r[key] for r in results)
+                entry[key + "_spread"] = spread([r[key] for r in results])
+            rtf = [x for r in results for x in r["stream_rtf"]]
+            entry["stream_rtf_p50"], entry["stream_rtf_max"] = percentile(rtf, 50), max(rtf)
+            out.append(entry)
+        print(f"done concurrency {level}", file=sys.stderr)
+    return out
+
+
+def print_concurrency(levels: list[dict]) -> None:
+    print(f"{'conc':>5}{'engine':>9}{'batch':>6}{'audio s/wall s':>16}{'(min-max)':>13}{'ttfa p50':>10}"
+          f"{'ttfa p95':>10}{'(min-max)':>13}{'rtf p50':>9}{'rtf max':>9}{'x batch=1':>10}")
+    for e in levels:
+        base = next(b for b in levels if b["concurrency"] == e["concurrency"] and b["engine"] == "ours"
+                    and b["max_batch_size"] == 1)
+        a, t = e["audio_s_per_wall_s_spread"], e["ttfa_p95_s_spread"]
+        print(f"{e['concurrency']:>5}{e['engine']:>9}{e['max_batch_size']:>6}{e['audio_s_per_wall_s']:>16.3f}"
+              f"{a['min']:>7.3f}-{a['max']:<5.3f}{e['ttfa_p50_s']:>10.2f}{e['ttfa_p95_s']:>10.2f}"
+              f"{t['min']:>7.2f}-{t['max']:<5.2f}{e['stream_rtf_p50']:>9.2f}{e['stream_rtf_max']:>9.2f}"
+              f"{e['audio_s_per_wall_s'] / base['audio_s_per_wall_s']:>10.2f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="turbo", help="comma-separated: turbo,english")
     parser.add_argument("--tokens", type=int, default=50, help="speech tokens per sentence (25 = 1 s)")
     parser.add_argument("--size", default="full", choices=("small", "full"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per case (median and spread)")
+    parser.add_argument("--concurrency", default="",
+                        help="comma-separated stream counts (e.g. 1,2,4,8): streams submitted at once to "
+                             "the engine at max_batch_size 1 and at the largest level, and the library's "
+                             "generate() one after another; instead of the single-stream cases")
     parser.add_argument("--flow-prompt-tokens", type=int, default=None,
                         help="voice prompt S3Gen sees while streaming, 0 for all of it "
                              "(default: the variant's stream plan)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "chatterbox-predictor")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file (default: bench/results/latest.json, or concurrency.json)")
     args = parser.parse_args(argv)
+    levels = [int(x) for x in args.concurrency.split(",") if x]
+    out = args.out or REPO / "bench" / "results" / ("concurrency.json" if levels else "latest.json")
 
     torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
-    cases = []
+    cases, level_results = [], []
     for name in args.variants.split(","):
         variant = get_variant(name)
         directory = random_checkpoint_dir(args.cache, variant, args.size)
@@ -108,39 +282,41 @@ def main(argv=None) -> int:
         if args.flow_prompt_tokens is not None:
             window = args.flow_prompt_tokens or None
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
-        config = EngineConfig.from_settings(variant=variant, stream_plan=plan)
-        engine = Engine(model, config, "cpu", VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28)))
-        # First calls allocate and pick kernels: not measured. Ours is the engine's load-time warm-up.
-        run_library(model, "Warm up.", 5, 0)
-        engine.warm_up()
-        for case, text in CASES.items():
-            budget = args.tokens * (2 if case == "two_sentences" else 1)
-            base = run_library(model, text, budget, args.seed)
-            ours = run_ours(engine, text, budget, args.seed)
-            cases.append({
-                "name": f"{name}/{case}", "variant": name, "tokens": budget, "ttfa_s": ours["ttfa_s"],
-                "total_s": ours["total_s"], "audio_s": ours["audio_s"], "chunks": ours["chunks"],
-                "rtf": ours["total_s"] / ours["audio_s"], "peak_rss_mb": ours["peak_rss_mb"],
-                "baseline_total_s": base["total_s"], "baseline_audio_s": base["audio_s"],
-                "baseline_rtf": base["total_s"] / base["audio_s"],
-                "baseline_peak_rss_mb": base["peak_rss_mb"],
-                "ttfa_vs_baseline_total": ours["ttfa_s"] / base["total_s"],
-                "total_vs_baseline_total": ours["total_s"] / base["total_s"],
-            })
-            print(f"done {cases[-1]['name']}", file=sys.stderr)
+        voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
 
-    header = (f"{'case':<28}{'tokens':>7}{'ttfa s':>9}{'total s':>9}{'lib total s':>12}{'ttfa/lib':>9}"
-              f"{'total/lib':>10}{'audio s':>9}{'rtf':>7}{'lib rtf':>8}{'rss MB':>8}{'lib rss MB':>11}")
-    print(header)
-    for c in cases:
-        print(f"{c['name']:<28}{c['tokens']:>7}{c['ttfa_s']:>9.2f}{c['total_s']:>9.2f}"
-              f"{c['baseline_total_s']:>12.2f}{c['ttfa_vs_baseline_total']:>9.2f}"
-              f"{c['total_vs_baseline_total']:>10.2f}{c['audio_s']:>9.2f}{c['rtf']:>7.2f}"
-              f"{c['baseline_rtf']:>8.2f}{c['peak_rss_mb']:>8.0f}{c['baseline_peak_rss_mb']:>11.0f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size": args.size, "device": "cpu", "threads": torch.get_num_threads(),
-                                    "cases": cases}, indent=2))
-    print(f"wrote {args.out}", file=sys.stderr)
+        def engine(batch: int, plan=plan, variant=variant, model=model, voices=voices) -> Engine:
+            config = EngineConfig.from_settings(variant=variant, stream_plan=plan, max_batch_size=batch,
+                                                queue_size=max([16, *levels]))
+            return Engine(model, config, "cpu", voices)
+
+        run_library(model, "Warm up.", 5, 0)
+        if not levels:
+            single = engine(1)
+            single.warm_up()
+            cases += single_cases(name, model, single, args)
+            continue
+        engines = {1: engine(1), max(levels): engine(max(levels))}
+        next(iter(engines.values())).warm_up()
+        for e in engines.values():
+            e.start()
+        try:
+            for entry in concurrency(model, engines, levels, args):
+                level_results.append({"variant": name, **entry})
+        finally:
+            for e in engines.values():
+                e.stop()
+
+    meta = {"size": args.size, "device": "cpu", "threads": torch.get_num_threads(), "tokens": args.tokens,
+            "runs": args.runs, "cpu": platform.processor() or platform.machine()}
+    if levels:
+        print_concurrency(level_results)
+        payload = {**meta, "levels": level_results}
+    else:
+        print_single(cases)
+        payload = {**meta, "cases": cases}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -55,11 +55,14 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionProbe:
-    """Records, per forward pass, the first batch row's attention weights of each watched head.
+    """Records, per forward pass, one batch row's attention weights of each watched head.
 
-    Use as a context manager around the backbone call: it hooks the watched layers' attention modules
-    while inside. `weights()` then gives the heads' mean, (new positions, all positions), in the model's
-    dtype like the library's eager weights.
+    `select` names the row (a slot of the batch's forward, the conditional one of a guided pair), how
+    many of the forward's positions are its real input and how long its sequence is with them (in a
+    batch the forward pads shorter inputs and the cache holds longer sequences). Use as a context
+    manager around the backbone call: it hooks the watched layers' attention modules while inside.
+    `weights()` then gives the heads' mean, (new positions, the row's positions), in the model's dtype
+    like the library's eager weights.
     """
 
     def __init__(self, tfmr, heads=ALIGNMENT_HEADS):
@@ -68,6 +71,10 @@ class AttentionProbe:
         self._found: dict[tuple[int, int], torch.Tensor] = {}
         self._handles = []
         self._thread: int | None = None
+        self._slot, self._new, self._total = 0, None, None
+
+    def select(self, slot: int, new: int, total: int) -> None:
+        self._slot, self._new, self._total = slot, new, total
 
     @staticmethod
     def fits(tfmr, heads=ALIGNMENT_HEADS) -> bool:
@@ -95,8 +102,11 @@ class AttentionProbe:
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         cos, sin = kwargs["position_embeddings"]
         keys = kwargs["past_key_values"].layers[module.layer_idx].keys  # already holds this step's keys
-        hidden, cos, sin = hidden[:1], cos[:1], sin[:1]  # the conditional row only
-        new, total, dim = hidden.shape[1], keys.shape[-2], module.head_dim
+        new = hidden.shape[1] if self._new is None else self._new
+        total = keys.shape[-2] if self._total is None else self._total
+        row = slice(self._slot, self._slot + 1)
+        hidden, cos, sin = hidden[row, :new], cos[row, :new], sin[row, :new]
+        keys, dim = keys[self._slot:self._slot + 1, :, :total], module.head_dim
         weight, bias = module.q_proj.weight, module.q_proj.bias
         for layer, head in self.heads:
             if layer != module.layer_idx:

@@ -1,13 +1,17 @@
 """The inference engine: one worker thread owns the model and turns requests into audio chunks.
 
-Shape (the one KServe's own servers use): requests wait in a bounded queue; a single worker thread
-takes them one at a time and runs `synthesize`, a plain generator of `AudioChunk`s; each chunk goes
-back to the requester's asyncio queue through `loop.call_soon_threadsafe`. The event loop never runs
-model code. A failure is delivered as a value and the worker carries on; a cancelled request (its client
-went away) stops at the next token and frees the worker.
+Requests wait in a bounded queue; a single worker thread decodes up to `max_batch_size` of them together
+(continuous batching, as LLM servers do): between steps, waiting requests join and finished or
+cancelled ones leave; a step is one batched T3 forward for every active request (`t3_stream.T3Batch`,
+the joiners' prefill alongside the others' next token), then each request's own part (its chunk plan,
+S3Gen when a chunk is due, the watermark). Each chunk goes back to the requester's asyncio queue through
+`loop.call_soon_threadsafe`; the event loop never runs model code. A failure is delivered as a value
+and the worker carries on; a cancelled request (its client went away) leaves at the next step.
 
-Per request the state lives in a `T3Stream` (KV cache, sampler) and a `SpeechStream` (S3Gen caches), so
-that the worker can later advance several requests together.
+A request's whole state is one `Synthesis` (voice, sampler settings and seed, text pieces, and for the
+current piece its `T3Row` and `SpeechStream`); a `Batcher` steps a list of them. Each request draws from
+its own seeded generator, so its tokens do not depend on what else is in the batch, up to the
+floating-point reordering of a batched forward (tests/predictor/test_batching.py measures it).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from .speech import (
     warm_vocoder,
 )
 from .stream_plan import StreamPlan
-from .t3_stream import ConditioningPrefix, T3Stream, with_exaggeration
+from .t3_stream import ConditioningPrefix, T3Batch, T3Row, with_exaggeration
 from .variants import Variant, get_variant
 from .voices import VoiceLibrary
+from .watermark import StreamWatermark
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +64,13 @@ class EngineConfig:
     dtype: str
     """Dtype of the T3 transformer on CUDA (S3Gen stays float32); the CPU always uses float32."""
     watermark: bool
-    """Perth watermark on every chunk (Resemble AI's responsible-AI default)."""
+    """Perth watermark on all audio (Resemble AI's responsible-AI default), seamless across chunks."""
     queue_size: int
     max_text_chars: int
     token_cap: int
     """Upper bound of speech tokens per text piece; requests may ask for fewer."""
+    max_batch_size: int
+    """Requests decoded together (one T3 forward a step for all of them); the others wait in the queue."""
     stream_plan: StreamPlan | None = None
     """Chunk sizes and S3Gen windows while streaming (None: the variant's own, see stream_plan.py)."""
     prefix_cache_entries: int = 8
@@ -78,7 +85,8 @@ class EngineConfig:
         settings = PredictorSettings() if settings is None else settings
         values = dict(variant=get_variant(settings.variant), dtype=settings.dtype,
                       watermark=settings.watermark, queue_size=settings.queue_size,
-                      max_text_chars=settings.max_text_chars, token_cap=settings.token_cap)
+                      max_text_chars=settings.max_text_chars, token_cap=settings.token_cap,
+                      max_batch_size=settings.max_batch_size)
         values.update(overrides)
         if isinstance(values["variant"], str):
             values["variant"] = get_variant(values["variant"])
@@ -136,7 +144,7 @@ class Engine:
         self.voices = voices
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._thread: threading.Thread | None = None
-        self._running: _Job | None = None
+        self._running: set[_Job] = set()
         self._stopping = False
         self._lock = threading.Lock()
         self._prefixes: OrderedDict[tuple, tuple[weakref.ref, ConditioningPrefix]] = OrderedDict()
@@ -176,17 +184,17 @@ class Engine:
         self.ready = True
 
     def stop(self, wait: bool = True) -> None:
-        """Stops taking requests, cancels the one running (it stops at its next token), fails the waiting
+        """Stops taking requests, cancels the running ones (they stop at the next step), fails the waiting
         ones, and lets the worker exit; `wait` joins it (not on an event loop: KServe's unload route and
         signal handler call the model's stop there)."""
         with self._lock:
             self.ready = False
             self._stopping = True
-            running = self._running
+            running = list(self._running)
         if self._thread is None:
             return
-        if running is not None:
-            running.cancelled.set()
+        for job in running:
+            job.cancelled.set()
         while True:  # fail the waiting requests now rather than leave their clients hanging
             try:
                 job = self._queue.get_nowait()
@@ -211,30 +219,76 @@ class Engine:
 
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
+        batcher = Batcher(self.model.t3)
+        jobs: dict[Synthesis, _Job] = {}
+        while True:
+            if not self._admit(batcher, jobs):  # stopping: the running requests were cancelled
+                for synthesis in list(jobs):
+                    self._finish(jobs, synthesis, EngineNotReady("the server is shutting down"))
+                return
+            for synthesis, job in list(jobs.items()):
+                if job.cancelled.is_set():  # its client left, or the server stops: leaves before the step
+                    batcher.drop(synthesis)
+                    self._finish(jobs, synthesis, EngineNotReady("the server is shutting down"))
+            if not batcher.active:
+                continue
+            try:
+                for synthesis, item in batcher.step():
+                    if isinstance(item, AudioChunk):
+                        jobs[synthesis].deliver(item)
+                    else:
+                        self._finish(jobs, synthesis, item)
+            except Exception as exc:  # the shared forward failed: every request in it is lost, not the worker
+                log.exception("generation failed")
+                error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+                for synthesis in list(batcher.active):
+                    batcher.drop(synthesis)
+                    self._finish(jobs, synthesis, error)
+                batcher = Batcher(self.model.t3)
+
+    def _admit(self, batcher: Batcher, jobs: dict) -> bool:
+        """Takes waiting requests into the batch, up to `max_batch_size` (waits for one when the batch is
+        empty); False once the engine stops."""
+        while len(batcher.active) < self.config.max_batch_size:
+            try:
+                job = self._queue.get() if not batcher.active else self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
             with self._lock:  # stop() either sees this job as running or this sees it stopping
                 if self._stopping:
                     job.deliver(EngineNotReady("the server is shutting down"))
                     continue
                 if job.cancelled.is_set():
                     continue
-                self._running = job
-            self.active += 1
+                self._running.add(job)
             try:
-                for chunk in self.synthesize(job.request, job.cancelled):
-                    job.deliver(chunk)
-                # Cancelled: its client left (nobody listens) or the server stops (say so, rather than
-                # end a truncated stream as if it were whole).
-                job.deliver(EngineNotReady("the server is shutting down") if job.cancelled.is_set() else None)
-            except EngineError as exc:
-                job.deliver(exc)
-            except Exception as exc:  # a model failure must not take the worker down
-                log.exception("generation failed")
-                job.deliver(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
-            finally:
-                self.active -= 1
+                synthesis = Synthesis(self, job.request)
+                batcher.add(synthesis)
+            except Exception as exc:  # noqa: BLE001 - a request that cannot start fails alone
+                if not isinstance(exc, EngineError):
+                    log.exception("generation failed")
+                    exc = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
                 with self._lock:
-                    self._running = None
+                    self._running.discard(job)
+                job.deliver(exc)
+                continue
+            jobs[synthesis] = job
+            self.active = len(jobs)
+        return True
+
+    def _finish(self, jobs: dict, synthesis: Synthesis, outcome: BaseException | None) -> None:
+        """Ends a request: None is a complete stream; a request cancelled meanwhile gets the shutdown
+        error (its client left, so nobody listens, or the server stops: then say so, rather than end a
+        truncated stream as if it were whole)."""
+        job = jobs.pop(synthesis)
+        if outcome is None and job.cancelled.is_set():
+            outcome = EngineNotReady("the server is shutting down")
+        job.deliver(outcome)
+        with self._lock:
+            self._running.discard(job)
+        self.active = len(jobs)
 
     def submit(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop) -> _Job:
         if not self.ready:
@@ -296,57 +350,146 @@ class Engine:
                             context_tokens=plan.context_tokens)
 
     def synthesize(self, request: SynthesisRequest, cancelled: threading.Event) -> Iterator[AudioChunk]:
-        """Audio chunks for `request`, in order; stops early once `cancelled` is set."""
-        started = time.monotonic()
-        cfg = self.config
-        if self.variant.needs_language and not request.language:
-            raise InvalidInput(f"the {self.variant.name} model needs a language id")
-        pieces = text_prep.prepare(request.text, self.variant, cfg.max_text_chars)
-        params = request.params.resolved(self.variant.sampling_defaults, cfg.token_cap)
-        conds = self.voice(request.voice_id)
-        t3_dtype = next(self.model.t3.parameters()).dtype
-        t3_cond = with_exaggeration(conds.t3, params.exaggeration).to(dtype=t3_dtype)
-        prefix = self._prefix(conds.t3, t3_cond, params.exaggeration, t3_dtype) \
-            if cfg.prefix_cache_entries else None
-        seed = request.seed if request.seed is not None else random.randrange(2**31)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        """Audio chunks for `request` alone, in order, on the calling thread (the warm-up, the benchmark
+        and tests; the server's requests go through the worker); stops early once `cancelled` is set."""
+        batcher = Batcher(self.model.t3)
+        batcher.add(Synthesis(self, request))
+        while batcher.active and not cancelled.is_set():
+            for _, item in batcher.step():
+                if isinstance(item, BaseException):
+                    raise item
+                if item is not None:
+                    yield item
 
-        plan = cfg.plan
-        index, position = 0, 0.0
-        for piece_no, piece in enumerate(pieces):
-            tokens_in = self.variant.text_tokens(self.model, piece, request.language)
-            t3 = T3Stream(self.model.t3, self.variant, t3_cond, tokens_in, params, generator, prefix)
-            speech = self._speech_stream(conds.gen, seed + 7919 * piece_no, request.stream, piece_no == 0)
-            bounds = plan.bounds()
-            next_bound = next(bounds) if request.stream else None
-            tokens: list[int] = []
-            reported = 0
-            while True:
-                if cancelled.is_set():
-                    return
-                token = t3.next_token()
-                final = token is None
-                if not final:
-                    tokens.append(token)
-                    # At the cap no token can follow: decode the last chunk now, not one pass later.
-                    final = t3.done
-                    if not final and (next_bound is None or len(tokens) < next_bound):
+
+class Synthesis:
+    """One request's whole state, from its first text piece to its last chunk: the sampling settings,
+    seed and random generator, the voice, the text pieces, and for the current piece its T3 row (tokens,
+    sampler, place in the batch's KV cache), its S3Gen stream state and where its chunk plan stands.
+
+    A `Batcher` steps it: `row` is what the batch's T3 forward advances; `take(token)` is the request's
+    part of a step (the chunk plan, S3Gen and the watermark when a chunk is due).
+    """
+
+    def __init__(self, engine: Engine, request: SynthesisRequest):
+        self.started = time.monotonic()
+        self.engine = engine
+        self.request = request
+        cfg, variant = engine.config, engine.variant
+        if variant.needs_language and not request.language:
+            raise InvalidInput(f"the {variant.name} model needs a language id")
+        self.pieces = text_prep.prepare(request.text, variant, cfg.max_text_chars)
+        self.params = request.params.resolved(variant.sampling_defaults, cfg.token_cap)
+        self.conds = engine.voice(request.voice_id)
+        t3_dtype = next(engine.model.t3.parameters()).dtype
+        self.t3_cond = with_exaggeration(self.conds.t3, self.params.exaggeration).to(dtype=t3_dtype)
+        self.prefix = engine._prefix(self.conds.t3, self.t3_cond, self.params.exaggeration, t3_dtype) \
+            if cfg.prefix_cache_entries else None
+        self.seed = request.seed if request.seed is not None else random.randrange(2**31)
+        self.generator = torch.Generator(device=engine.device).manual_seed(self.seed)
+        self.index, self.position = 0, 0.0  # chunks delivered, seconds of audio delivered
+        self.piece_no = -1
+        self.row: T3Row | None = None
+        self._watermark = StreamWatermark(engine.model.watermarker, SAMPLE_RATE) if cfg.watermark else None
+
+    def next_piece(self) -> T3Row | None:
+        """Starts the next text piece: its T3 row (to add to the batch), or None after the last one."""
+        self.piece_no += 1
+        self.row = None
+        if self.piece_no == len(self.pieces):
+            return None
+        engine, request = self.engine, self.request
+        tokens_in = engine.variant.text_tokens(engine.model, self.pieces[self.piece_no], request.language)
+        self.row = T3Row(engine.model.t3, engine.variant, self.t3_cond, tokens_in, self.params,
+                         self.generator, self.prefix)
+        self._speech = engine._speech_stream(self.conds.gen, self.seed + 7919 * self.piece_no,
+                                             request.stream, self.piece_no == 0)
+        self._bounds = engine.config.plan.bounds()
+        self._next_bound = next(self._bounds) if request.stream else None
+        self._tokens: list[int] = []
+        self._reported = 0
+        return self.row
+
+    def take(self, token: int | None) -> AudioChunk | None:
+        """The request's part of a step, given the token its row drew (None: end of speech): a chunk when
+        the plan says one is due. `row.done` afterwards means the piece is over."""
+        final = token is None
+        if not final:
+            self._tokens.append(token)
+            # At the cap no token can follow: decode the last chunk now, not one step later.
+            final = self.row.done
+            if not final and (self._next_bound is None or len(self._tokens) < self._next_bound):
+                return None
+            if not final:
+                self._next_bound = next(self._bounds)
+        samples = self._speech.decode(self._tokens, final=final).numpy()
+        if self._watermark is not None:  # the piece's last chunk flushes what the watermark held back
+            samples = self._watermark.push(samples, final)
+        if not len(samples):
+            return None
+        chunk = AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE, self.index, self.position,
+                           self.piece_no, self._tokens[self._reported:], time.monotonic() - self.started)
+        self._reported = len(self._tokens)
+        self.index += 1
+        self.position += chunk.duration_s
+        return chunk
+
+
+class Batcher:
+    """Syntheses advanced together: per step one batched T3 forward (`T3Batch.step`) for all their rows,
+    then each request's own part (`Synthesis.take`). A finished piece's row leaves the batch and the next
+    piece's joins at the end; a finished request leaves.
+
+    Requests that have not delivered audio yet take their part first in a step: when several reach a
+    chunk boundary together, S3Gen runs one pass after another, and the first chunk (the time to first
+    audio) should not wait behind another stream's later one.
+    """
+
+    def __init__(self, t3):
+        self.batch = T3Batch(t3)
+        self.active: list[Synthesis] = []
+
+    def add(self, synthesis: Synthesis) -> None:
+        """Raises what the request's first piece raises (bad text for the tokenizer, ...)."""
+        row = synthesis.next_piece()
+        if row is not None:
+            self.batch.add(row)
+        self.active.append(synthesis)
+
+    def drop(self, synthesis: Synthesis) -> None:
+        self.active.remove(synthesis)
+        if synthesis.row is not None and synthesis.row.slot is not None:
+            self.batch.remove(synthesis.row)
+        synthesis.row = None
+
+    def step(self) -> Iterator[tuple[Synthesis, AudioChunk | BaseException | None]]:
+        """Runs one step; yields (synthesis, chunk) for each chunk made, (synthesis, None) when a request
+        is complete and (synthesis, error) when its own part failed (it has left; the others go on). A
+        failure of the shared forward propagates: every request in the batch is then lost."""
+        tokens = self.batch.step() if self.batch.rows else {}
+        for synthesis in sorted(self.active, key=lambda s: s.index > 0):
+            try:
+                row = synthesis.row
+                if row is not None:
+                    chunk = synthesis.take(tokens[row])
+                    if chunk is not None:
+                        yield synthesis, chunk
+                    if not row.done:
                         continue
-                    if not final:
-                        next_bound = next(bounds)
-                audio = speech.decode(tokens, final=final)
-                if len(audio):
-                    samples = audio.numpy()
-                    if cfg.watermark:
-                        samples = self.model.watermarker.apply_watermark(samples, sample_rate=SAMPLE_RATE)
-                    chunk = AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE, index, position,
-                                       piece_no, tokens[reported:], time.monotonic() - started)
-                    reported = len(tokens)
-                    index += 1
-                    position += chunk.duration_s
-                    yield chunk
-                if final:
-                    break
+                    self.batch.remove(row)
+                    row = synthesis.next_piece()
+                if row is not None:
+                    self.batch.add(row)
+                else:
+                    self.active.remove(synthesis)
+                    yield synthesis, None
+            except EngineError as exc:
+                self.drop(synthesis)
+                yield synthesis, exc
+            except Exception as exc:  # noqa: BLE001 - one request's failure must not end the others
+                log.exception("generation failed")
+                self.drop(synthesis)
+                yield synthesis, GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
 
 
 class _Job:

@@ -63,6 +63,10 @@ class PredictorSettings(Settings):
                                "content).")
     queue_size: int = Field(16, gt=0, description="Requests allowed to wait for the model; beyond it the "
                             "server answers 503 with Retry-After.")
+    max_batch_size: int = Field(8, gt=0, description="Requests generated together, one batched T3 step "
+                                "for all of them (continuous batching); more wait in the queue. On a GPU "
+                                "a step costs about the same for 1 or 32 streams; on a CPU it grows with "
+                                "the batch.")
     max_text_chars: int = Field(5000, gt=0, description="Longest text accepted per request.")
     token_cap: int = Field(1000, gt=0, description="Most speech tokens generated per sentence group (25 "
                            "tokens = 1 s); requests may ask for fewer.")

@@ -1,37 +1,43 @@
-"""T3 speech-token decoding, one token at a time, with the library's sampling semantics.
+"""T3 speech-token decoding for a batch of streams, one token per stream a step, with the library's sampling.
 
-`T3Stream` holds everything one request's decoding needs (KV cache, tokens so far, sampler state,
-random generator), so that the engine can interleave requests and, later, step several together.
-Compared with the library's loops it asks the transformer for nothing it does not use: no attention
-maps (which force eager attention instead of SDPA) and no hidden states of every layer, and the speech
-head runs on the last position only. The sampling is the library's, step for step:
+A `T3Row` holds what one text piece's decoding needs (its sampler, random generator, tokens so far and
+the input it feeds next); a `T3Batch` advances all its rows with one transformer forward a step, each row
+at its own position over its own part of a shared KV cache (`SlotCache`). Rows join (their prefill runs
+in the same forward as the others' decoding) and leave between steps. `T3Stream` is a batch of one, for
+callers that decode a single piece.
+
+Compared with the library's loops the forward asks the transformer for nothing it does not use: no
+attention maps (which force eager attention instead of SDPA) and no hidden states of every layer, and the
+speech head runs on each row's last position only. The sampling is the library's, step for step, per row:
 
 - Turbo (GPT-2): temperature, top-k, top-p, then repetition penalty (transformers' processors, in the
   order `inference_turbo` applies them); the first token is sampled after the prefill.
-- English / Multilingual (Llama): classifier-free guidance `cond + w * (cond - uncond)` over a batch of
-  two (the second with its text embeddings zeroed), repetition penalty, temperature, min-p, top-p; the
+- English / Multilingual (Llama): classifier-free guidance `cond + w * (cond - uncond)` over two cache
+  rows (the second with its text embeddings zeroed), repetition penalty, temperature, min-p, top-p; the
   start-of-speech embedding follows the conditioning exactly as `T3.inference` feeds it.
 - Multilingual only: between guidance and the repetition penalty, the library's alignment control edits
   the logits (`alignment.AlignmentGuard`); only that variant pays for the attention rows it watches.
 
-The KV cache grows in place (`GrowingCache`): transformers' `DynamicCache` concatenates every layer's
-keys and values into new tensors at every step, which on the development CPU took 44 of Turbo's
-73 ms per token (fresh multi-megabyte buffers, page faults and copies), more than the matmuls.
+The KV cache is written in place: transformers' `DynamicCache` concatenates every layer's keys and values
+into new tensors at every step, which on the development CPU took 44 of Turbo's 73 ms per token (fresh
+multi-megabyte buffers, page faults and copies), more than the matmuls. `SlotCache` keeps one buffer per
+layer with room to spare, a slot (a batch row of the transformer) per stream row, and grows by doubling.
 
 The voice's conditioning (speaker embedding, its prompt's speech tokens, the emotion value) comes first
 in T3's causal sequence, so its keys and values do not depend on the text: `ConditioningPrefix` computes
-them once per voice and every request starts from them, which turns a ~0.7 s prefill of ~200 positions
-(full-size Turbo on the development CPU) into one over the text alone.
+them once per voice and every row starts from a copy of them, which turns a ~0.7 s prefill of ~200
+positions (full-size Turbo on the development CPU) into one over the text alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -47,51 +53,96 @@ from .variants import Variant
 
 log = logging.getLogger(__name__)
 
+# Positions a slot gets beyond what it needs when its buffer grows: the first 256 tokens (10 s of speech)
+# of a typical piece fit before the first doubling.
+RESERVE = 256
 
-class _GrowingLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys and values live in a buffer with spare room: a step writes its new
-    positions in place, and the buffer doubles when full (amortised O(1) copies instead of O(length))."""
 
-    def __init__(self, reserve: int):
+class _SlotLayer(DynamicLayer):
+    """One layer's keys and values for every slot: a (slots, heads, positions, head_dim) buffer. A step
+    writes each slot's new positions where that slot's sequence ends (`SlotCache.plan`) and hands the
+    attention the first `kv_length` positions of the active slots; what a slot has not written is masked."""
+
+    def __init__(self, cache: SlotCache):
         super().__init__()
-        self._reserve = reserve
-        self._length = 0
+        self._cache = cache
         self._k = self._v = None
 
+    def reserve(self, slots: int, length: int, like: torch.Tensor) -> None:
+        """Room for `slots` slots of `length` positions, shaped and typed like `like` (B, heads, _, dim)."""
+        if self._k is not None and slots <= self._k.shape[0] and length <= self._k.shape[2]:
+            return
+        old = self._k
+        have_slots, have_len = (0, 0) if old is None else (old.shape[0], old.shape[2])
+        new_slots = max(slots, have_slots)  # slots are bounded by the batch size: grow to what is asked
+        new_len = have_len if length <= have_len else max(length + RESERVE, 2 * have_len)
+        shape = (new_slots, like.shape[1], new_len, like.shape[3])
+        k, v = like.new_zeros(shape), like.new_zeros(shape)
+        if old is not None:
+            k[:have_slots, :, :have_len] = old
+            v[:have_slots, :, :have_len] = self._v
+        self._k, self._v = k, v
+        self.is_initialized = True
+        self.dtype, self.device = like.dtype, like.device
+
+    def write(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Keys and values (n, heads, length, dim) into slots slot..slot+n from position 0."""
+        n, length = keys.shape[0], keys.shape[2]
+        self.reserve(slot + n, length, keys)
+        self._k[slot:slot + n, :, :length] = keys
+        self._v[slot:slot + n, :, :length] = values
+
+    def move(self, src: int, dst: int, n: int, length: int) -> None:
+        self._k[dst:dst + n, :, :length] = self._k[src:src + n, :, :length].clone()
+        self._v[dst:dst + n, :, :length] = self._v[src:src + n, :, :length].clone()
+
     def update(self, key_states, value_states, cache_kwargs=None):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self._length + key_states.shape[-2]
-        if self._k is None or end > self._k.shape[-2]:
-            size = max(end + self._reserve, 2 * (0 if self._k is None else self._k.shape[-2]))
-            k = key_states.new_empty(*key_states.shape[:-2], size, key_states.shape[-1])
-            v = value_states.new_empty(*value_states.shape[:-2], size, value_states.shape[-1])
-            if self._length:
-                k[..., :self._length, :] = self._k[..., :self._length, :]
-                v[..., :self._length, :] = self._v[..., :self._length, :]
-            self._k, self._v = k, v
-        self._k[..., self._length:end, :] = key_states
-        self._v[..., self._length:end, :] = value_states
-        self._length = end
-        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        plan = self._cache
+        slots = slice(plan.first, plan.first + key_states.shape[0])
+        self.reserve(slots.stop, plan.kv_length, key_states)
+        # Advanced indices (n, 1) and (n, Q) around a slice: the indexed view is (n, Q, heads, dim).
+        self._k[plan.slot_index, :, plan.positions] = key_states.transpose(1, 2)
+        self._v[plan.slot_index, :, plan.positions] = value_states.transpose(1, 2)
+        self.keys = self._k[slots, :, :plan.kv_length]
+        self.values = self._v[slots, :, :plan.kv_length]
         return self.keys, self.values
 
+    def get_seq_length(self) -> int:
+        return self._cache.kv_length
 
-class GrowingCache(DynamicCache):
-    """A `DynamicCache` made of `_GrowingLayer`s, optionally starting from a conditioning prefix."""
 
-    def __init__(self, num_layers: int, reserve: int, prefix: ConditioningPrefix | None = None,
-                 batch: int = 1):
-        Cache.__init__(self, layers=[_GrowingLayer(reserve) for _ in range(num_layers)])
-        if prefix is not None:
-            for layer, (k, v) in zip(self.layers, prefix.layers, strict=True):
-                layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+class SlotCache(Cache):
+    """The KV cache of a `T3Batch`: per layer, a `_SlotLayer`; per step, where each slot writes."""
+
+    def __init__(self, num_layers: int):
+        self.kv_length = self.first = 0
+        self.slot_index = self.positions = None
+        Cache.__init__(self, layers=[_SlotLayer(self) for _ in range(num_layers)])
+
+    def plan(self, first: int, lengths: torch.Tensor, new: int) -> torch.Tensor:
+        """Sets up a forward over slots first..first+n that brings `new` positions to each slot, whose
+        sequences are `lengths` (n,) long (shorter inputs are padded; the padding is written past the
+        slot's end, never attended to, and overwritten by the next step). Returns the (n, new) position
+        ids."""
+        self.positions = lengths[:, None] + torch.arange(new, device=lengths.device)[None]
+        self.first = first
+        self.slot_index = first + torch.arange(len(lengths), device=lengths.device)[:, None]
+        self.kv_length = int(lengths.max()) + new
+        return self.positions
+
+    def write_prefix(self, slot: int, n: int, prefix: ConditioningPrefix) -> None:
+        for layer, (k, v) in zip(self.layers, prefix.layers, strict=True):
+            layer.write(slot, k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
+
+    def move(self, src: int, dst: int, n: int, length: int) -> None:
+        for layer in self.layers:
+            layer.move(src, dst, n, length)
 
 
 @dataclass(frozen=True)
 class ConditioningPrefix:
-    """T3's keys and values over one voice's conditioning, shared read-only by the requests using it
-    (a `GrowingCache` copies them into its own buffer, so they are never written)."""
+    """T3's keys and values over one voice's conditioning, shared read-only by the rows using it (each
+    row copies them into its own slots, so they are never written)."""
 
     length: int
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -105,8 +156,10 @@ class ConditioningPrefix:
         return cls(cond_emb.shape[1], layers)
 
 
-class T3Stream:
-    """One request's T3 decoding: `next_token()` until it returns None (end of speech or the cap)."""
+class T3Row:
+    """One text piece's decoding inside a `T3Batch`: what it feeds the transformer next (`feed`) and how
+    it samples a token from the logits it gets back (`take`). `done` once end of speech was sampled or
+    the cap is reached."""
 
     @torch.inference_mode()
     def __init__(self, t3, variant: Variant, t3_cond, text_tokens: torch.Tensor, params: SamplingParams,
@@ -118,18 +171,22 @@ class T3Stream:
         self.stop_token = t3.hp.stop_speech_token
         self.generated: list[int] = []
         self.done = False
-        self._pending = None  # the next logits, computed lazily
-        self._past = None
-        self._prefix = prefix
-        self._probe = self.alignment = None  # the alignment control: multilingual only
+        self.prefix = prefix
+        self.slots = 1  # cache rows: two with classifier-free guidance
+        self.slot = None  # the first one, while in a batch
+        self.length = 0  # positions of the row's sequence in the cache
+        self.probe = self.alignment = None  # the alignment control: multilingual only
         self._alignment_control = variant.alignment_control
+        self._attention = self._query_start = None
         if self.turbo:
-            self._prefill_turbo(t3_cond, text_tokens)
+            self._input = self._prefill_turbo(t3_cond, text_tokens)
         else:
-            self._prefill_llama(t3_cond, text_tokens)
+            self._input = self._prefill_llama(t3_cond, text_tokens)
+        if prefix is not None:
+            self._input = self._input[:, prefix.length:]
 
     # -- prefill ---------------------------------------------------------------------------------
-    def _prefill_turbo(self, t3_cond, text_tokens):
+    def _prefill_turbo(self, t3_cond, text_tokens) -> torch.Tensor:
         p = self.params
         procs = []
         if p.temperature > 0 and p.temperature != 1.0:
@@ -144,13 +201,14 @@ class T3Stream:
         self._start = self.t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
         embeds, _ = self.t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
                                                  speech_tokens=self._start, cfg_weight=0.0)
-        self._forward(self._after_prefix(embeds))
+        return embeds
 
-    def _prefill_llama(self, t3_cond, text_tokens):
+    def _prefill_llama(self, t3_cond, text_tokens) -> torch.Tensor:
         p = self.params
         self._cfg = p.cfg_weight > 0
         if self._cfg:
             text_tokens = torch.cat([text_tokens, text_tokens], dim=0)  # row 2: unconditional
+            self.slots = 2
         self._min_p = MinPLogitsWarper(min_p=p.min_p)
         self._top_p = TopPLogitsWarper(top_p=p.top_p)
         self._rep = RepetitionPenaltyLogitsProcessor(penalty=float(p.repetition_penalty))
@@ -162,25 +220,16 @@ class T3Stream:
         if self._alignment_control:
             self._watch_alignment(len_cond, text_tokens.size(-1))
         bos = self._speech_embed(self._ids, position=0)
-        self._forward(self._after_prefix(torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1)))
+        return torch.cat([embeds, bos.expand(embeds.size(0), -1, -1)], dim=1)
 
     def _watch_alignment(self, len_cond: int, text_length: int) -> None:
         if not AttentionProbe.fits(self.t3.tfmr):  # only random shallow checkpoints lack those layers
             log.warning("the backbone has %d layers, too few for the alignment heads: sampling without "
                         "the multilingual alignment control", len(self.t3.tfmr.layers))
             return
-        self._probe = AttentionProbe(self.t3.tfmr)
+        self.probe = AttentionProbe(self.t3.tfmr)
         # The text follows the conditioning (`prepare_input_embeds`' order), prefix cached or not.
         self.alignment = AlignmentGuard((len_cond, len_cond + text_length), self.stop_token)
-
-    def _after_prefix(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Sets up the KV cache; returns the part of the prefill input the conditioning prefix does not
-        already cover."""
-        # Room for the prefill and the first 256 tokens (10 s of speech) before the first doubling.
-        reserve = embeds.shape[1] + min(self.params.max_new_tokens, 256) + 2
-        self._past = GrowingCache(self.t3.tfmr.config.num_hidden_layers, reserve, self._prefix,
-                                  batch=embeds.size(0))
-        return embeds if self._prefix is None else embeds[:, self._prefix.length:]
 
     # -- decoding --------------------------------------------------------------------------------
     def _speech_embed(self, token: torch.Tensor, position: int) -> torch.Tensor:
@@ -189,16 +238,14 @@ class T3Stream:
             embed = embed + self.t3.speech_pos_emb.get_fixed_embedding(position)
         return embed
 
-    def _forward(self, embeds: torch.Tensor) -> None:
-        if self._probe is None:
-            out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self._past, use_cache=True)
-        else:
-            self._query_start = self._past.get_seq_length()  # absolute position of embeds[:, 0]
-            with self._probe:
-                out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self._past, use_cache=True)
-            self._attention = self._probe.weights()
-        self._past = out.past_key_values
-        self._pending = self.t3.speech_head(out.last_hidden_state[:, -1, :]).float()  # (B, V)
+    def feed(self) -> torch.Tensor:
+        """This step's input embeddings, (slots, new positions, dim): the prefill (after the cached
+        prefix) at first, then the last token's embedding."""
+        if self._input is None:
+            last = torch.tensor([[self.generated[-1]]], dtype=torch.long, device=self.t3.device)
+            embed = self._speech_embed(last, position=len(self.generated))
+            self._input = embed.expand(self.slots, -1, -1)
+        return self._input
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         if self.turbo:
@@ -219,19 +266,10 @@ class T3Stream:
         probs = F.softmax(logits, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=self.generator)  # (1, 1)
 
-    @torch.inference_mode()
-    def next_token(self) -> int | None:
-        """The next speech token, or None once end-of-speech was sampled or the cap is reached."""
-        if self.done:
-            return None
-        if self._pending is None:
-            last = torch.tensor([[self.generated[-1]]], dtype=torch.long, device=self.t3.device)
-            embed = self._speech_embed(last, position=len(self.generated))
-            if not self.turbo and self._cfg:
-                embed = torch.cat([embed, embed])
-            self._forward(embed)
-        token = self._sample(self._pending)
-        self._pending = None
+    def take(self, logits: torch.Tensor) -> int | None:
+        """Samples the next token from this row's logits (slots, vocabulary); None at end of speech."""
+        self._input = None
+        token = self._sample(logits)
         value = int(token)
         if not self.turbo:
             self._ids = torch.cat([self._ids, token], dim=1)
@@ -244,6 +282,133 @@ class T3Stream:
         return value
 
 
+class T3Batch:
+    """Rows decoded together: `step()` runs one transformer forward for all of them (prefill for the rows
+    that joined, decoding for the others, each at its own position) and samples one token per row.
+
+    Slots stay packed (the rows' slots are 0..n-1 in order), so that the forward reads the cache's first
+    slots with no gather: a leaving row's successors move down by its slot count (one copy of their keys
+    and values, once). The cache is freed when the last row leaves.
+    """
+
+    def __init__(self, t3):
+        self.t3 = t3
+        self.rows: list[T3Row] = []
+        self.cache: SlotCache | None = None
+        self._dtype = next(t3.parameters()).dtype
+
+    @property
+    def slots(self) -> int:
+        return sum(row.slots for row in self.rows)
+
+    def add(self, row: T3Row) -> None:
+        if self.cache is None:
+            self.cache = SlotCache(self.t3.tfmr.config.num_hidden_layers)
+        row.slot, row.length = self.slots, 0
+        if row.prefix is not None:
+            self.cache.write_prefix(row.slot, row.slots, row.prefix)
+            row.length = row.prefix.length
+        self.rows.append(row)
+
+    def remove(self, row: T3Row) -> None:
+        at = self.rows.index(row)
+        del self.rows[at]
+        for later in self.rows[at:]:
+            self.cache.move(later.slot, later.slot - row.slots, later.slots, later.length)
+            later.slot -= row.slots
+        row.slot = None
+        if not self.rows:
+            self.cache = None
+
+    @torch.inference_mode()
+    def step(self) -> dict[T3Row, int | None]:
+        """One token per row (None: that row's end of speech).
+
+        The rows whose inputs are longer than one position (prefills) share the forward with the others
+        unless padding would more than double the positions computed; then they get a forward of their
+        own in the same step (on the CPU every padded position costs a real one: a 40-token prefill padded
+        across four decoding rows is 160 positions). Rows join at the end, so the prefilling rows are the
+        last ones and each group is a run of neighbouring slots."""
+        inputs = {row: row.feed() for row in self.rows}
+        width = max(x.shape[1] for x in inputs.values())
+        useful = sum(x.shape[0] * x.shape[1] for x in inputs.values())
+        groups = [self.rows]
+        split = next((i for i, row in enumerate(self.rows) if inputs[row].shape[1] > 1), 0)
+        if split and self.slots * width > 2 * useful and \
+                all(inputs[row].shape[1] > 1 for row in self.rows[split:]):
+            groups = [self.rows[:split], self.rows[split:]]
+        tokens = {}
+        for group in groups:
+            logits = self._forward(group, inputs)
+            for row in group:
+                start = row.slot - group[0].slot
+                tokens[row] = row.take(logits[start:start + row.slots])
+        return tokens
+
+    def _forward(self, group: list[T3Row], inputs: dict[T3Row, torch.Tensor]) -> torch.Tensor:
+        """Logits (the group's slots, vocabulary) after one forward of `group`, a run of neighbouring
+        rows; shorter inputs are padded to the longest."""
+        device = self.t3.device
+        first = group[0].slot
+        n = sum(row.slots for row in group)
+        width = max(inputs[row].shape[1] for row in group)
+        dim = inputs[group[0]].shape[-1]
+        embeds = torch.zeros(n, width, dim, dtype=self._dtype, device=device)
+        lengths = torch.zeros(n, dtype=torch.long)
+        used = torch.zeros(n, dtype=torch.long)  # positions of real input per slot
+        for row in group:
+            span = slice(row.slot - first, row.slot - first + row.slots)
+            x = inputs[row]
+            embeds[span, :x.shape[1]] = x.to(self._dtype)
+            lengths[span], used[span] = row.length, x.shape[1]
+        lengths, used = lengths.to(device), used.to(device)
+        positions = self.cache.plan(first, lengths, width)
+        # Slot s's query at position p sees its own keys 0..p; padding and other slots' keys are hidden.
+        keys = torch.arange(self.cache.kv_length, device=device)
+        visible = keys[None, None, :] <= positions[:, :, None]  # (n, width, kv_length)
+        mask = torch.zeros(visible.shape, dtype=self._dtype, device=device)
+        mask.masked_fill_(~visible, torch.finfo(self._dtype).min)
+        probed = [row for row in group if row.probe is not None]
+        with contextlib.ExitStack() as stack:
+            for row in probed:
+                new = inputs[row].shape[1]
+                row.probe.select(row.slot - first, new, row.length + new)
+                stack.enter_context(row.probe)
+            out = self.t3.tfmr(inputs_embeds=embeds, attention_mask=mask[:, None], position_ids=positions,
+                               past_key_values=self.cache, use_cache=True,
+                               cache_position=torch.arange(width, device=device))
+        for row in probed:
+            row._attention, row._query_start = row.probe.weights(), row.length
+        for row in group:
+            row.length += inputs[row].shape[1]
+        last = out.last_hidden_state[torch.arange(n, device=device), used - 1]  # (n, dim)
+        return self.t3.speech_head(last).float()
+
+
+class T3Stream:
+    """One text piece decoded alone (a batch of one): `next_token()` until it returns None (end of speech
+    or the cap)."""
+
+    def __init__(self, t3, variant: Variant, t3_cond, text_tokens: torch.Tensor, params: SamplingParams,
+                 generator: torch.Generator, prefix: ConditioningPrefix | None = None):
+        self.row = T3Row(t3, variant, t3_cond, text_tokens, params, generator, prefix)
+        self._batch = T3Batch(t3)
+        self._batch.add(self.row)
+
+    @property
+    def done(self) -> bool:
+        return self.row.done
+
+    @property
+    def alignment(self) -> AlignmentGuard | None:
+        return self.row.alignment
+
+    def next_token(self) -> int | None:
+        if self.row.done:
+            return None
+        return self._batch.step()[self.row]
+
+
 def with_exaggeration(t3_cond, exaggeration: float):
     """A per-request copy of the voice's T3 conditioning with its own exaggeration (never mutates it)."""
     from chatterbox.models.t3.modules.cond_enc import T3Cond
@@ -252,4 +417,3 @@ def with_exaggeration(t3_cond, exaggeration: float):
                                         dtype=t3_cond.speaker_emb.dtype)
     return T3Cond(speaker_emb=t3_cond.speaker_emb,
                   cond_prompt_speech_tokens=t3_cond.cond_prompt_speech_tokens, emotion_adv=emotion)
-

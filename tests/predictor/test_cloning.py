@@ -153,13 +153,13 @@ def test_the_tuning_loss_sees_the_logits_the_decoder_samples_from(random_checkpo
     t3_cond = with_exaggeration(model.conds.t3, 0.5)
     text = v.text_tokens(model, "Hello there, how are you?", None)
     stream = T3Stream(model.t3, v, t3_cond, text, params, torch.Generator().manual_seed(3))
-    seen, sample = [], stream._sample
+    seen, sample = [], stream.row._sample
 
     def spy(logits):
         seen.append(logits[0].clone())
         return sample(logits)
 
-    stream._sample = spy
+    stream.row._sample = spy
     tokens = []
     while (token := stream.next_token()) is not None:
         tokens.append(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -23,7 +24,7 @@ from chatterbox_predictor.loading import load_model
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
 from chatterbox_predictor.stream_plan import TURBO_PLAN, StreamPlan
-from chatterbox_predictor.t3_stream import ConditioningPrefix, GrowingCache, T3Stream, with_exaggeration
+from chatterbox_predictor.t3_stream import ConditioningPrefix, SlotCache, T3Stream, with_exaggeration
 from chatterbox_predictor.variants import MULTILINGUAL, TURBO, get_variant
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
 
@@ -132,14 +133,29 @@ def test_multilingual_speech_ends_where_the_library_alignment_control_forces_it(
     assert stream.alignment.forced and stream.done
 
 
-def test_the_growing_cache_holds_what_concatenation_would_across_regrowth():
-    cache = GrowingCache(num_layers=1, reserve=3)
-    steps = [torch.randn(2, 4, n, 8) for n in (5, 1, 1, 1, 6, 1)]  # outgrows 8, then 16 positions
-    for step in steps:
-        keys, values = cache.update(step, -step, layer_idx=0)
-    expected = torch.cat(steps, dim=2)
-    assert torch.equal(keys, expected) and torch.equal(values, -expected)
-    assert cache.get_seq_length() == 15
+def test_the_slot_cache_holds_each_slots_own_sequence_across_regrowth_and_moves():
+    """Two slots at different lengths take steps of several positions (padded for the shorter input)
+    and outgrow the buffer; each slot's written positions hold exactly its own keys and values."""
+    cache = SlotCache(num_layers=1)
+    layer = cache.layers[0]
+    own = [[torch.randn(1, 2, 3, 4)], [torch.randn(1, 2, 300, 4)]]  # slot 1 starts past the reserve
+    layer.write(0, own[0][0], -own[0][0])
+    layer.write(1, own[1][0], -own[1][0])
+    lengths = torch.tensor([3, 300])
+    for new in (5, 1, 1, 250, 1):  # 551 + padding outgrows the 300 + 256 first allocation
+        step = torch.randn(2, 2, new, 4)
+        cache.plan(0, lengths, new)
+        keys, values = layer.update(step, -step)
+        assert keys.shape[2] == int(lengths.max()) + new
+        for slot in (0, 1):
+            own[slot].append(step[slot:slot + 1])
+        lengths = lengths + new
+    for slot in (0, 1):
+        expected = torch.cat(own[slot], dim=2)[0]
+        assert torch.equal(layer._k[slot, :, :int(lengths[slot])], expected)
+        assert torch.equal(layer._v[slot, :, :int(lengths[slot])], -expected)
+    cache.move(1, 0, 1, int(lengths[1]))  # slot 0 leaves: slot 1 takes its place
+    assert torch.equal(layer._k[0, :, :int(lengths[1])], torch.cat(own[1], dim=2)[0])
 
 
 def test_the_conditioning_prefix_is_computed_once_per_voice_and_exaggeration(engine):
@@ -268,12 +284,14 @@ def test_bad_requests_fail_with_typed_errors(engine, request_, error):
         _run(engine, request_)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 def test_the_worker_streams_survives_failures_refuses_beyond_its_queue_and_frees_on_cancel(turbo_model,
-                                                                                          engine):
-    worker = Engine(turbo_model, engine.config, "cpu", engine.voices)
+                                                                                          engine, batch):
+    worker = Engine(turbo_model, dataclasses.replace(engine.config, max_batch_size=batch), "cpu",
+                    engine.voices)
     worker.start()
     try:
-        asyncio.run(_exercise_worker(worker))
+        asyncio.run(_exercise_worker(worker, batch))
     finally:
         worker.stop()
 
@@ -289,7 +307,7 @@ async def _wait_until(predicate, timeout: float = 60) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _exercise_worker(worker: Engine) -> None:
+async def _exercise_worker(worker: Engine, batch: int) -> None:
     short = SynthesisRequest("Short.", params=SamplingParams(max_new_tokens=12), seed=1)
     assert len(await _collect(worker, short)) >= 1
 
@@ -304,20 +322,22 @@ async def _exercise_worker(worker: Engine) -> None:
         del worker.voice  # back to the class's method
     assert len(await _collect(worker, short)) >= 1
 
-    # One request running and one waiting fill a queue of one: the next is refused at once.
+    # A full batch running and one request waiting fill a queue of one: the next is refused at once.
     long = SynthesisRequest("Long.", params=SamplingParams(max_new_tokens=400), seed=1)
-    running = worker.stream(long)
-    first = await running.__anext__()
-    assert first.index == 0 and worker.active == 1
+    running = [worker.stream(long) for _ in range(batch)]
+    firsts = [await stream.__anext__() for stream in running]
+    assert all(first.index == 0 for first in firsts) and worker.active == batch
     waiting = asyncio.ensure_future(_collect(worker, short))
     await _wait_until(lambda: worker.queue_depth == 1)
     with pytest.raises(QueueFull) as refused:
         worker.submit(short, asyncio.get_running_loop())
     assert refused.value.status == 503 and refused.value.retry_after > 0
 
-    # The client of the long request goes away: its generation stops and the waiting one runs.
-    await running.aclose()
+    # A client of a long request goes away: its generation stops and the waiting one takes its place.
+    await running[0].aclose()
     assert len(await asyncio.wait_for(waiting, timeout=120)) >= 1
+    for stream in running[1:]:
+        await stream.aclose()
     await _wait_until(lambda: worker.active == 0 and worker.queue_depth == 0)
 
 
