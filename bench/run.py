@@ -262,6 +262,8 @@ def main(argv=None) -> int:
                         help="comma-separated stream counts (e.g. 1,2,4,8): streams submitted at once to "
                              "the engine at max_batch_size 1 and at the largest level, and the library's "
                              "generate() one after another; instead of the single-stream cases")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="our engine's T3 dtype (the library runs its own way, float32, on a copy)")
     parser.add_argument("--flow-prompt-tokens", type=int, default=None,
                         help="voice prompt S3Gen sees while streaming, 0 for all of it "
                              "(default: the variant's stream plan)")
@@ -283,11 +285,15 @@ def main(argv=None) -> int:
             window = args.flow_prompt_tokens or None
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
         voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
+        ours = model
+        if args.dtype != "float32":  # a second copy: the library's generate() keeps float32
+            ours = load_model(directory, variant, device="cpu")
+            ours.t3.to(dtype=getattr(torch, args.dtype))
 
-        def engine(batch: int, plan=plan, variant=variant, model=model, voices=voices) -> Engine:
+        def engine(batch: int, plan=plan, variant=variant, ours=ours, voices=voices) -> Engine:
             config = EngineConfig.from_settings(variant=variant, stream_plan=plan, max_batch_size=batch,
-                                                queue_size=max([16, *levels]))
-            return Engine(model, config, "cpu", voices)
+                                                queue_size=max([16, *levels]), dtype=args.dtype)
+            return Engine(ours, config, "cpu", voices)
 
         run_library(model, "Warm up.", 5, 0)
         if not levels:
@@ -306,7 +312,8 @@ def main(argv=None) -> int:
             for e in engines.values():
                 e.stop()
 
-    meta = {"size": args.size, "device": "cpu", "threads": torch.get_num_threads(), "tokens": args.tokens,
+    meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "threads": torch.get_num_threads(),
+            "tokens": args.tokens,
             "runs": args.runs, "cpu": platform.processor() or platform.machine()}
     if levels:
         print_concurrency(level_results)

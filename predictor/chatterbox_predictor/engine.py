@@ -62,7 +62,7 @@ class EngineConfig:
 
     variant: Variant
     dtype: str
-    """Dtype of the T3 transformer on CUDA (S3Gen stays float32); the CPU always uses float32."""
+    """Dtype of the T3 transformer (S3Gen stays float32; sampling is always done in float32)."""
     watermark: bool
     """Perth watermark on all audio (Resemble AI's responsible-AI default), seamless across chunks."""
     queue_size: int
@@ -156,8 +156,10 @@ class Engine:
     def load(cls, checkpoint_dir: Path, config: EngineConfig, device: str, voices: VoiceLibrary) -> Engine:
         from .loading import load_model
 
+        if config.dtype == "float16" and not device.startswith("cuda"):
+            raise ValueError("float16 is for CUDA; on the CPU use bfloat16 (or float32)")
         model = load_model(checkpoint_dir, config.variant, device=device)
-        if device.startswith("cuda") and config.dtype != "float32":
+        if config.dtype != "float32":
             model.t3.to(dtype=DTYPES[config.dtype])
         engine = cls(model, config, device, voices)
         if config.warmup:

@@ -215,6 +215,7 @@ env:
   - {name: CHATTERBOX_API_KEYS_FILE, value: {{ include "chatterbox-tts.keyFile" . }}}
   - {name: CHATTERBOX_OPEN_METRICS, value: {{ $p.settings.openMetrics | quote }}}
   - {name: CHATTERBOX_QUEUE_SIZE, value: {{ $p.settings.queueSize | quote }}}
+  - {name: CHATTERBOX_MAX_BATCH_SIZE, value: {{ $p.settings.maxBatchSize | quote }}}
   - {name: CHATTERBOX_MAX_TEXT_CHARS, value: {{ $p.settings.maxTextChars | quote }}}
   - {name: CHATTERBOX_TOKEN_CAP, value: {{ $p.settings.tokenCap | quote }}}
   - {name: CHATTERBOX_WATERMARK, value: {{ $p.settings.watermark | quote }}}

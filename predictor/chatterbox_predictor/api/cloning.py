@@ -10,13 +10,14 @@ are query parameters, as `voice_id` and `overwrite` are; the limits are the serv
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 from fastapi import Query, UploadFile
 
 from ..cloning.pipeline import CloneOptions, CloneResult, Source
 from ..cloning.tuning import TuneOptions
-from ..errors import InvalidInput, PayloadTooLarge
-from .service import TTSService
+from ..errors import InvalidInput
+from .service import TTSService, read_limited
 
 
 def clone_options_dependency(max_tune_steps: int):
@@ -35,26 +36,30 @@ def clone_options_dependency(max_tune_steps: int):
                               "seed, same file)."),
             language: str | None = Query(None, min_length=2, max_length=8, pattern=r"^[A-Za-z-]+$",
                                          description="Language of transcripts (multilingual tuning)."),
-    ) -> dict:
-        return dict(exaggeration=exaggeration, tune=tune, tune_steps=tune_steps, tune_lr=tune_lr,
-                    seed=seed, language=language)
+    ) -> CloneQuery:
+        return CloneQuery(CloneOptions(exaggeration=exaggeration, tune=TuneOptions(
+            steps=tune_steps, learning_rate=tune_lr, seed=seed, language=language) if tune else None))
 
     return clone_options
 
 
-def build_options(service: TTSService, query: dict) -> CloneOptions:
-    tune = None
-    if query["tune"]:
-        cap = service.settings.clone_max_tune_steps
-        if cap == 0:
-            raise InvalidInput("this server does not fine-tune voices (--clone_max_tune_steps 0): clone "
-                               "without tune, or tune offline with the cloning tool")
-        if service.engine.variant.needs_language and not query["language"]:
-            raise InvalidInput(f"tuning a {service.engine.variant.name} voice needs ?language= (the "
-                               "language of the recordings' transcripts)")
-        tune = TuneOptions(steps=query["tune_steps"], learning_rate=query["tune_lr"], seed=query["seed"],
-                           language=query["language"])
-    return CloneOptions(exaggeration=query["exaggeration"], tune=tune)
+@dataclass(frozen=True)
+class CloneQuery:
+    """The options a request asked for; `checked(service)` holds them against what this server allows
+    (the schema cannot: the variant and a zero tuning cap are known only with the service)."""
+
+    options: CloneOptions
+
+    def checked(self, service: TTSService) -> CloneOptions:
+        tune = self.options.tune
+        if tune is not None:
+            if service.settings.clone_max_tune_steps == 0:
+                raise InvalidInput("this server does not fine-tune voices (--clone_max_tune_steps 0): "
+                                   "clone without tune, or tune offline with the cloning tool")
+            if service.engine.variant.needs_language and not tune.language:
+                raise InvalidInput(f"tuning a {service.engine.variant.name} voice needs ?language= (the "
+                                   "language of the recordings' transcripts)")
+        return self.options
 
 
 async def read_recordings(files: list[UploadFile], limit: int) -> list[Source]:
@@ -63,20 +68,16 @@ async def read_recordings(files: list[UploadFile], limit: int) -> list[Source]:
         raise InvalidInput(f"{len(files)} recordings; give at most 50 (1-5 minutes of speech is enough)")
     sources, total = [], 0
     for n, upload in enumerate(files):
-        data = bytearray()
-        while chunk := await upload.read(1 << 20):
-            data += chunk
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"the recordings are larger than the {limit}-byte limit "
-                                      "(--clone_max_upload_mb)")
+        data = await read_limited(upload, limit - total, f"the recordings are larger than the {limit}-byte "
+                                  "limit (--clone_max_upload_mb)")
+        total += len(data)
         name = (upload.filename or f"recording-{n + 1}").replace("/", "_").replace("\\", "_")[:200]
         sources.append(Source(name, bytes(data)))
     return sources
 
 
-async def clone(service: TTSService, files: list[UploadFile], query: dict) -> CloneResult:
-    options = build_options(service, query)
+async def clone(service: TTSService, files: list[UploadFile], query: CloneQuery) -> CloneResult:
+    options = query.checked(service)
     limit = service.settings.clone_max_upload_mb * 2**20
     return await service.cloner.clone(await read_recordings(files, limit), options)
 

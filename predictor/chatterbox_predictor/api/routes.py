@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, File, Path, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from ..audio import MEDIA_TYPES, AudioEncoder
-from ..errors import PayloadTooLarge
 from ..voice_directory import upload_file_name
 from . import cloning
 from .protocol import (
@@ -24,7 +23,7 @@ from .protocol import (
     ReloadResponse,
     UploadResponse,
 )
-from .service import TTSService
+from .service import TTSService, read_limited
 from .spec import errors, links
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,8 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
         # The file is always named <voice_id>.pth; ?voice_id= only stores it under another id.
         name = upload_file_name(file.filename or "")
         name = voice_id or name
-        raw = await _read_limited(file, MAX_VOICE_BYTES)
+        raw = await read_limited(file, MAX_VOICE_BYTES,
+                                 f"voice file is larger than the {MAX_VOICE_BYTES}-byte limit")
         saved = await asyncio.to_thread(service.voices.save, name, raw, overwrite)
         log.info("voice %s uploaded (%d bytes)", saved, len(raw))
         return UploadResponse(voice_id=saved, message="Voice uploaded successfully.")
@@ -94,7 +94,7 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
                                          description="Store the voice under this id (201); left out, the "
                                          "voice is only returned (200), as the voice operator asks."),
             overwrite: bool = Query(False, description="Replace an existing voice."),
-            options: dict = Depends(clone_options)) -> CloneResponse:
+            options: cloning.CloneQuery = Depends(clone_options)) -> CloneResponse:
         """Clones a voice from recordings on the server's device, with the cloning tool's checks and
         code: same recordings and options, same file. Each recording that cannot be used is rejected
         with its reason (the report lists them); none usable is a 422 naming each. The work runs beside
@@ -132,12 +132,3 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
                               removed=result.removed, changed=result.changed)
 
     return router
-
-
-async def _read_limited(file: UploadFile, limit: int) -> bytes:
-    data = bytearray()
-    while chunk := await file.read(1 << 20):
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"voice file is larger than the {limit}-byte limit")
-    return bytes(data)

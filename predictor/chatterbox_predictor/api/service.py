@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from ..audio import AudioEncoder
 from ..cloner import Cloner
 from ..engine import Engine, SynthesisRequest
-from ..errors import EngineError
+from ..errors import EngineError, PayloadTooLarge
 from ..settings import PredictorSettings
 from ..voice_directory import VoiceDirectory
 from . import metrics
@@ -84,3 +84,14 @@ class TTSService:
         finally:
             metrics.ACTIVE_STREAMS.dec()
             await stream.aclose()  # a client gone mid-stream lands here: cancels the generation
+
+
+async def read_limited(upload, limit: int, too_large: str) -> bytes:
+    """An uploaded file's bytes, read a megabyte at a time; past `limit` bytes it stops reading and
+    raises PayloadTooLarge(`too_large`) (the rest is never buffered)."""
+    data = bytearray()
+    while chunk := await upload.read(1 << 20):
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(too_large)
+    return bytes(data)
