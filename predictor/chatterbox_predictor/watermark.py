@@ -18,6 +18,7 @@ silence tokens are where that edge falls).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 # Three speech tokens (120 ms at 24 kHz) on each side: more than Perth's 2048-sample STFT window at 32 kHz
 # (1536 samples at 24 kHz) plus the resampler's filter, and whole tokens (960 samples each), so that the
@@ -45,8 +46,11 @@ class StreamWatermark:
             self._held = pending
             return np.zeros(0, dtype=np.float32)
         window = np.concatenate([self._before, pending])
-        marked = np.asarray(self.watermarker.apply_watermark(window, sample_rate=self.sample_rate),
-                            dtype=np.float32)
+        # Without inference mode, resemble-perth 1.0.1 keeps 16 tensors of every call alive (its autograd
+        # graph): the soak measured ~1 MB a request that was never freed.
+        with torch.inference_mode():
+            marked = np.asarray(self.watermarker.apply_watermark(window, sample_rate=self.sample_rate),
+                                dtype=np.float32)
         if len(marked) < len(window):  # the STFT round trip drops a partial frame at the very end
             marked = np.concatenate([marked, window[len(marked):]])
         start = len(self._before)

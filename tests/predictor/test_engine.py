@@ -343,7 +343,8 @@ async def _exercise_worker(worker: Engine, batch: int) -> None:
 
 def test_stopping_the_engine_ends_a_running_stream_with_an_error_and_fails_the_waiting_ones(turbo_model,
                                                                                           engine):
-    worker = Engine(turbo_model, engine.config, "cpu", engine.voices)
+    # A batch of one, so that the second request waits in the queue.
+    worker = Engine(turbo_model, dataclasses.replace(engine.config, max_batch_size=1), "cpu", engine.voices)
     worker.start()
 
     async def stop_mid_stream():
