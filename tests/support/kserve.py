@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import tarfile
+import time
 from pathlib import Path
 
 import yaml
@@ -124,6 +125,25 @@ def install(cluster) -> None:
     # The webhooks last: with failurePolicy Fail they would refuse pods until the server answers.
     cluster.kubectl("apply", "--server-side", "-f", "-",
                     input="\n---\n".join(yaml.safe_dump(o) for o in webhooks))
+    _wait_for_webhooks(cluster)
+
+
+def _wait_for_webhooks(cluster, timeout: float = 120) -> None:
+    """Until the API server reaches the webhook server through its Service. The controller's readiness
+    says the server listens, not that kube-proxy has programmed the Service's new endpoint yet: one run
+    had `helm install` refused with "failed calling webhook ... connection refused" right after it."""
+    probe = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+             "metadata": {"name": "webhook-probe", "namespace": NAMESPACE},
+             "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "probe"}]}}}
+    deadline = time.monotonic() + timeout
+    while True:
+        result = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(probe),
+                                 check=False)
+        if result.returncode == 0 or "failed calling webhook" not in result.stderr:
+            return  # answered (a refusal of the probe itself is an answer too)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"KServe's webhooks did not answer within {timeout:.0f} s: {result.stderr}")
+        time.sleep(2)
 
 
 def uninstall(cluster) -> None:
