@@ -71,7 +71,7 @@ class AttentionProbe:
         self._found: dict[tuple[int, int], torch.Tensor] = {}
         self._handles = []
         self._thread: int | None = None
-        self._slot, self._new, self._total = 0, None, None
+        self._slot = self._new = self._total = 0
 
     def select(self, slot: int, new: int, total: int) -> None:
         self._slot, self._new, self._total = slot, new, total
@@ -102,9 +102,7 @@ class AttentionProbe:
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         cos, sin = kwargs["position_embeddings"]
         keys = kwargs["past_key_values"].layers[module.layer_idx].keys  # already holds this step's keys
-        new = hidden.shape[1] if self._new is None else self._new
-        total = keys.shape[-2] if self._total is None else self._total
-        row = slice(self._slot, self._slot + 1)
+        new, total, row = self._new, self._total, slice(self._slot, self._slot + 1)
         hidden, cos, sin = hidden[row, :new], cos[row, :new], sin[row, :new]
         keys, dim = keys[self._slot:self._slot + 1, :, :total], module.head_dim
         weight, bias = module.q_proj.weight, module.q_proj.bias

@@ -231,7 +231,7 @@ class Engine:
             for synthesis, job in list(jobs.items()):
                 if job.cancelled.is_set():  # its client left, or the server stops: leaves before the step
                     batcher.drop(synthesis)
-                    self._finish(jobs, synthesis, EngineNotReady("the server is shutting down"))
+                    self._finish(jobs, synthesis, None)
             if not batcher.active:
                 continue
             try:
@@ -241,8 +241,7 @@ class Engine:
                     else:
                         self._finish(jobs, synthesis, item)
             except Exception as exc:  # the shared forward failed: every request in it is lost, not the worker
-                log.exception("generation failed")
-                error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+                error = _failure(exc)
                 for synthesis in list(batcher.active):
                     batcher.drop(synthesis)
                     self._finish(jobs, synthesis, error)
@@ -269,12 +268,9 @@ class Engine:
                 synthesis = Synthesis(self, job.request)
                 batcher.add(synthesis)
             except Exception as exc:  # noqa: BLE001 - a request that cannot start fails alone
-                if not isinstance(exc, EngineError):
-                    log.exception("generation failed")
-                    exc = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
                 with self._lock:
                     self._running.discard(job)
-                job.deliver(exc)
+                job.deliver(_failure(exc))
                 continue
             jobs[synthesis] = job
             self.active = len(jobs)
@@ -485,13 +481,18 @@ class Batcher:
                 else:
                     self.active.remove(synthesis)
                     yield synthesis, None
-            except EngineError as exc:
-                self.drop(synthesis)
-                yield synthesis, exc
             except Exception as exc:  # noqa: BLE001 - one request's failure must not end the others
-                log.exception("generation failed")
                 self.drop(synthesis)
-                yield synthesis, GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+                yield synthesis, _failure(exc)
+
+
+def _failure(exc: Exception) -> EngineError:
+    """What a request's client gets for `exc`: our typed errors as they are, anything else (a model
+    failure) logged and wrapped."""
+    if isinstance(exc, EngineError):
+        return exc
+    log.exception("generation failed", exc_info=exc)
+    return GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
 
 
 class _Job:

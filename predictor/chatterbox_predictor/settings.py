@@ -49,8 +49,8 @@ class PredictorSettings(Settings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype of the T3 transformer (S3Gen and the sampling stay float32). float32 "
         "draws exactly the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual "
-        "choice, and on a CPU with AVX512-BF16 a batch of 4 streams steps about twice as fast as in "
-        "float32 (bench/README.md). float16: CUDA only.")
+        "choice; on a CPU with AVX512-BF16 a step of 2 to 4 streams takes 0.64-0.72 of float32's "
+        "(bench/steps.py). float16: CUDA only.")
     voices_dir: Path = Field(Path("/voices"), description="Directory of voice files (<voice_id>.pth): the "
                              "volume the operator and uploads write to.")
     voice_scan_interval: float = Field(2.0, gt=0, description="Seconds between scans of the voice directory "

@@ -13,11 +13,12 @@ import threading
 import pytest
 import torch
 
-from chatterbox_predictor.engine import Batcher, Engine, EngineConfig, Synthesis, SynthesisRequest
+from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.t3_stream import T3Row
 from chatterbox_predictor.variants import TURBO
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
+from tests.support.chatterbox import decode_together
 
 pytestmark = [
     pytest.mark.gpu,
@@ -67,15 +68,7 @@ def test_a_batch_of_eight_on_cuda_draws_what_each_draws_alone(engines):
     params = SamplingParams(max_new_tokens=30)
     requests = [SynthesisRequest(f"Stream number {i} speaks now.", params=params, seed=i) for i in range(8)]
     alone = [_tokens(engine, r) for r in requests]
-    batcher, got, index = Batcher(engine.model.t3), {i: [] for i in range(8)}, {}
-    for i, request in enumerate(requests):
-        synthesis = Synthesis(engine, request)
-        index[synthesis] = i
-        batcher.add(synthesis)
-    while batcher.active:
-        for synthesis, chunk in batcher.step():
-            if chunk is not None:
-                got[index[synthesis]].extend(chunk.tokens)
-    agreement = [_agreement(alone[i], got[i]) for i in range(8)]
+    together = [[t for c in chunks for t in c.tokens] for chunks in decode_together(engine, requests)]
+    agreement = [_agreement(alone[i], together[i]) for i in range(8)]
     print("batched vs alone token agreement per stream (bfloat16, CUDA):", agreement)
     assert sum(agreement) / 8 >= 0.5

@@ -11,12 +11,13 @@ import threading
 import numpy as np
 import pytest
 
-from chatterbox_predictor.engine import Batcher, Engine, EngineConfig, Synthesis, SynthesisRequest
+from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
 from chatterbox_predictor.loading import load_model
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.t3_stream import T3Batch
 from chatterbox_predictor.variants import get_variant
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
+from tests.support.chatterbox import decode_together
 
 # Texts of different lengths (so prefills differ), two of them with two sentences (a piece ends and the
 # next one's row joins at the end of the batch), and token caps that end the rows at different steps
@@ -83,22 +84,10 @@ def test_a_request_in_a_changing_batch_gets_the_tokens_and_audio_it_gets_alone(e
     requests = _requests(engine)
     alone = [_alone(engine, r) for r in requests]
     forwards = _ForwardLog(monkeypatch)
-    batcher, index, together = Batcher(engine.model.t3), {}, {i: [] for i in range(len(requests))}
-    waiting, step = list(enumerate(requests)), 0
-    while waiting or batcher.active:
-        if waiting and step % 3 == 0:  # a request joins every third step, while the others decode
-            i, request = waiting.pop(0)
-            synthesis = Synthesis(engine, request)
-            index[synthesis] = i
-            batcher.add(synthesis)
-        for synthesis, chunk in batcher.step():
-            assert not isinstance(chunk, BaseException)
-            if chunk is not None:
-                together[index[synthesis]].append(chunk)
-        step += 1
+    together = decode_together(engine, requests, join_every=3)  # a request joins every third step
     # Measured on these checkpoints: every token and sample agrees (the batched forward's float32
     # reductions per row come out bitwise the same as alone on this CPU).
-    for i, chunks in together.items():
+    for i, chunks in enumerate(together):
         assert [t for c in chunks for t in c.tokens] == [t for c in alone[i] for t in c.tokens]
         assert [c.piece for c in chunks] == [c.piece for c in alone[i]]
         assert all(np.array_equal(a.audio, b.audio) for a, b in zip(chunks, alone[i], strict=True))
@@ -113,15 +102,7 @@ def test_prefills_share_the_forward_when_padding_costs_little(engine_two, monkey
     requests = [dataclasses.replace(r, text="Same length text.") for r in _requests(engine)[:3]]
     alone = [_alone(engine, r) for r in requests]
     forwards = _ForwardLog(monkeypatch)
-    batcher, index, together = Batcher(engine.model.t3), {}, {i: [] for i in range(3)}
-    for i, request in enumerate(requests):
-        synthesis = Synthesis(engine, request)
-        index[synthesis] = i
-        batcher.add(synthesis)
-    while batcher.active:
-        for synthesis, chunk in batcher.step():
-            if chunk is not None:
-                together[index[synthesis]].append(chunk)
+    together = decode_together(engine, requests)
     assert forwards.calls[0][0] == 3 * (2 if engine.variant.guided else 1) and forwards.calls[0][1] > 1
     for i in range(3):
         assert [t for c in together[i] for t in c.tokens] == [t for c in alone[i] for t in c.tokens]

@@ -31,3 +31,28 @@ def capped_speech_tokens(model, limit: int):
         yield
     finally:
         setattr(model.t3, name, original)
+
+
+def decode_together(engine, requests, join_every: int = 0) -> list[list]:
+    """Each request's chunks when the engine's `Batcher` decodes them together on this thread: all
+    joining at the first step, or one every `join_every` steps while the others decode. A request's
+    error fails the call."""
+    from chatterbox_predictor.engine import Batcher, Synthesis
+
+    batcher, index, chunks = Batcher(engine.model.t3), {}, [[] for _ in requests]
+    waiting, step = list(enumerate(requests)), 0
+    while waiting or batcher.active:
+        while waiting and (not join_every or step % join_every == 0):
+            i, request = waiting.pop(0)
+            synthesis = Synthesis(engine, request)
+            index[synthesis] = i
+            batcher.add(synthesis)
+            if join_every:
+                break
+        for synthesis, chunk in batcher.step():
+            if isinstance(chunk, BaseException):
+                raise chunk
+            if chunk is not None:
+                chunks[index[synthesis]].append(chunk)
+        step += 1
+    return chunks
