@@ -4,7 +4,8 @@
 #   dockerd      docker.io: the engine that builds and runs the images (hack/docker-engine.sh);
 #   debootstrap  a stand-in base image where no registry can be reached (hack/base-image.sh);
 #   ffprobe      ffmpeg: the image tier checks that the audio a container returns decodes;
-#   espeak-ng    espeak-ng: real speech in several voices for the cloning tests (tests/support/speech.py).
+#   espeak-ng    espeak-ng: real speech in several voices for the cloning tests (tests/support/speech.py);
+#   chromium     chromium (and a font to render text with): the browser tier drives it with Playwright.
 # and for the cluster tier's node (tests/support/node.py):
 #   containerd   containerd (with runc): the node's container runtime, started apart from Docker's;
 #   cni-bridge   containernetworking-plugins: the pod network (bridge, host-local, portmap, loopback);
@@ -14,6 +15,7 @@
 set -euo pipefail
 
 declare -A package_of=([dockerd]=docker.io [debootstrap]=debootstrap [ffprobe]=ffmpeg [espeak-ng]=espeak-ng
+  [chromium]="chromium fonts-dejavu-core"
   [containerd]=containerd [runc]=runc [cni-bridge]=containernetworking-plugins [iptables]=iptables
   [conntrack]=conntrack [busybox]=busybox-static [ip]=iproute2 [gcc]="gcc libc6-dev")
 # Commands that are not on PATH under their own name.

@@ -10,8 +10,8 @@ import functools
 import sys
 from unittest import mock
 
-# What must answer without a key: the liveness and readiness probes the issue lists, and the API's
-# documentation. Written out here, not imported from `auth`, so that a route wrongly opened there fails.
+# What must answer without a key: the liveness and readiness probes the issue lists, the API's
+# documentation, and the playground's static page (which asks for the key itself). Written out here, not imported from `auth`, so that a route wrongly opened there fails.
 OPEN = frozenset({
     ("GET", "/health"),
     ("GET", "/"),
@@ -22,6 +22,9 @@ OPEN = frozenset({
     ("GET", "/v1/models/{model_name}"),
     ("GET", "/openapi.json"),
     ("HEAD", "/openapi.json"),
+    ("GET", "/playground"),
+    ("GET", "/playground/config"),
+    ("GET", "/playground/{name}"),
 })
 
 

@@ -17,6 +17,7 @@ from .auth import ApiKeys, AuthMiddleware, open_routes
 from .errors import error_response
 from .observability import RequestIdMiddleware
 from .openai import openai_router
+from .playground import PlaygroundRedirect, playground_router
 from .protocol import (
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MAX_TUNE_STEPS,
@@ -46,6 +47,7 @@ def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: b
     routes = open_routes(open_metrics)
     app.add_exception_handler(EngineError, engine_error)
     app.add_middleware(AuthMiddleware, keys=keys, routes=routes, router_app=app)
+    app.add_middleware(PlaygroundRedirect)
     # Added after the auth middleware, so it wraps it: a 401 carries a request id too.
     app.add_middleware(RequestIdMiddleware)
     generate, speech = GenerateRequest, SpeechRequest
@@ -55,6 +57,7 @@ def install(app: FastAPI, service: TTSService, keys: ApiKeys, *, open_metrics: b
     app.include_router(rest_router(service, generate, DEFAULT_MAX_TUNE_STEPS if max_tune_steps is None
                                    else max_tune_steps))
     app.include_router(openai_router(service, speech))
+    app.include_router(playground_router(service, keys.enabled))
     limit = max_text_chars if max_text_chars is not None else DEFAULT_MAX_TEXT_CHARS
     app.add_api_websocket_route("/tts/stream", websocket_handler(service, limit))
     app.openapi = lambda: finish_openapi(app, routes)

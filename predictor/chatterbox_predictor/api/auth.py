@@ -1,9 +1,12 @@
 """Authentication: one rule for the whole app, applied in one place (an ASGI middleware).
 
-Every HTTP route and WebSocket wants an API key (`X-API-Key: K` or `Authorization: Bearer K`; a
-WebSocket may send `?api_key=K`, since a browser cannot set its headers), except the routes in
-`open_routes()`: liveness and readiness probes, which the kubelet and load balancers call without a key,
-and the API's own documentation. `/metrics` is open only with `--open_metrics`.
+Every HTTP route and WebSocket wants an API key (`X-API-Key: K` or `Authorization: Bearer K`), except
+the routes in `open_routes()`: liveness and readiness probes, which the kubelet and load balancers call
+without a key, the API's own documentation and the playground's static page. `/metrics` is open only
+with `--open_metrics`. A browser cannot set a WebSocket's headers, so a WebSocket may carry the key in
+the query (`?api_key=K`) or, keeping it out of every URL (what the playground does), as a subprotocol
+`chatterbox.key.<K in unpadded base64url>` offered beside `chatterbox.tts`, the one the server accepts
+(Kubernetes' API server takes bearer tokens from browsers the same way).
 
 The middleware matches a request against the app's route table and looks the matched route's path
 template up in `open_routes()`, so a route added later (ours or KServe's, whenever it is registered)
@@ -15,6 +18,8 @@ the file holds a key (a Secret not mounted yet must not turn into an open API).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import threading
@@ -43,13 +48,18 @@ PROBES = frozenset({
 # The documentation describes the public API and nothing of the data behind it; Swagger UI loads it
 # before the user can type a key into its "Authorize" dialog.
 DOCS = frozenset({(None, "/docs"), (None, "/docs/oauth2-redirect"), (None, "/openapi.json")})
+# The playground's page, files and configuration: static, no data; the page asks for the key itself.
+PLAYGROUND = frozenset({("GET", "/playground"), ("GET", "/playground/config"),
+                        ("GET", "/playground/{name}")})
 METRICS = ("GET", "/metrics")
+SUBPROTOCOL = "chatterbox.tts"
+KEY_SUBPROTOCOL = "chatterbox.key."
 
 UNAUTHORIZED_DETAIL = "missing or invalid API key (send X-API-Key or Authorization: Bearer)"
 
 
 def open_routes(open_metrics: bool) -> frozenset:
-    return PROBES | DOCS | ({METRICS} if open_metrics else frozenset())
+    return PROBES | DOCS | PLAYGROUND | ({METRICS} if open_metrics else frozenset())
 
 
 def is_open(method: str, path: str, routes: frozenset) -> bool:
@@ -102,8 +112,9 @@ class ApiKeys:
 
 
 def presented_key(scope) -> str | None:
-    """The key of a request: X-API-Key, else a bearer token, else (a WebSocket only) `?api_key=`, which
-    is then taken out of the query string so that access logs never show it."""
+    """The key of a request: X-API-Key, else a bearer token, else (a WebSocket only) a key subprotocol or
+    `?api_key=`, which are then taken out of the scope so that nothing later (access logs, the accepted
+    subprotocol) shows the key."""
     headers = dict(scope.get("headers") or [])
     if key := headers.get(b"x-api-key"):
         return key.decode("latin-1")
@@ -111,6 +122,15 @@ def presented_key(scope) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     if scope["type"] == "websocket":
+        offered = scope.get("subprotocols") or []
+        carried = [p for p in offered if p.startswith(KEY_SUBPROTOCOL)]
+        if carried:
+            scope["subprotocols"] = [p for p in offered if not p.startswith(KEY_SUBPROTOCOL)]
+            encoded = carried[0][len(KEY_SUBPROTOCOL):]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None  # not a key this server could have issued: refused like a wrong one
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         keys = [v for k, v in query if k == "api_key"]
         scope["query_string"] = urlencode([(k, v) for k, v in query if k != "api_key"]).encode("latin-1")

@@ -45,6 +45,11 @@ def _text_field(max_chars: int, description: str):
 VoiceId = Annotated[str, Field(max_length=VOICE_ID_MAX_CHARS, pattern=VOICE_ID_PATTERN)]
 
 
+def _speed_field():
+    """Playback speed, applied to the audio as it streams (FFmpeg's atempo, `audio.AudioEncoder`)."""
+    return Field(1.0, ge=0.25, le=4.0, description="Playback speed (pitch kept).")
+
+
 class GenerationOptions(BaseModel):
     """Optional generation settings shared by every protocol; a field left out (or null) takes the
     variant's library default."""
@@ -95,9 +100,16 @@ class GenerateRequest(GenerationOptions):
     voice_id: VoiceId | None = Field(None, description="Voice file under /voices, with or without .pth; "
                                      "empty or absent for the model's built-in voice.")
     format: Literal[FORMATS] = Field("wav", description="Audio format of the response.")
+    speed: float = _speed_field()
 
     def synthesis(self) -> SynthesisRequest:
         return self.synthesis_request(self.text, self.voice_id)
+
+
+class StreamOptions(GenerationOptions):
+    """The options of a `/tts/stream` session: the generation's, and the playback speed."""
+
+    speed: float = _speed_field()
 
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
@@ -119,7 +131,7 @@ class SpeechRequest(GenerationOptions):
     instructions: str | None = Field(None, max_length=4096, description="Accepted and ignored: Chatterbox "
                                      "takes no style prompt (use exaggeration on the English variant).")
     response_format: Literal[FORMATS] = Field("mp3", description="Audio format of the response.")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="Playback speed (pitch kept).")
+    speed: float = _speed_field()
     stream_format: Literal["audio", "sse"] = Field("audio", description="Raw audio, or server-sent events "
                                                    "with base64 audio deltas.")
 

@@ -51,7 +51,7 @@ def rest_router(service: TTSService, generate_model: type[GenerateRequest] = Gen
     async def generate(body: generate_model):  # type: ignore[valid-type]
         """Speaks `text` with `voice_id`; the audio streams while it is generated (a WAV of unknown
         length: header, then PCM as it comes)."""
-        encoder = AudioEncoder(body.format, service.sample_rate)
+        encoder = AudioEncoder(body.format, service.sample_rate, body.speed)
         chunks = await service.audio(body.synthesis(), encoder, "tts_generate")
         return StreamingResponse(chunks, media_type=encoder.media_type)
 

@@ -17,7 +17,8 @@ from ..audio import AudioEncoder
 from ..errors import EngineError
 from ..text import complete_sentences
 from . import metrics
-from .protocol import DEFAULT_MAX_TEXT_CHARS, GenerationOptions
+from .auth import SUBPROTOCOL
+from .protocol import DEFAULT_MAX_TEXT_CHARS, StreamOptions
 from .service import TTSService
 
 
@@ -30,15 +31,18 @@ def websocket_handler(service: TTSService, max_text_chars: int = DEFAULT_MAX_TEX
         """Real-time speech. Send JSON messages `{"text": ..., "voice_id": ..., <options>}`; with
         `"partial": true` the text is buffered and only whole sentences are spoken until a message
         without it (or `{"type": "flush"}`) arrives; `{"type": "end"}` finishes after the audio.
+        Options (`speed` too) persist for the rest of the session. A browser may offer the subprotocol
+        `chatterbox.tts` (and its key as `chatterbox.key.<base64url>`, see `auth`); it is then accepted.
         Receive `{"type": "start", ...}`, binary PCM16 frames (24 kHz mono), `{"type": "segment_end"}`
         per piece, `{"type": "error", "status", "detail"}` (the socket stays usable) and `{"type": "end"}`.
         """
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await websocket.send_json({"type": "start", "sample_rate": service.sample_rate,
                                    "encoding": "pcm_s16le", "channels": 1})
         segments: asyncio.Queue = asyncio.Queue()
         speaker = asyncio.create_task(_speak(service, websocket, segments))
-        buffer, options, voice = "", GenerationOptions(), None
+        buffer, options, voice = "", StreamOptions(), None
         try:
             while True:
                 try:
@@ -60,7 +64,7 @@ def websocket_handler(service: TTSService, max_text_chars: int = DEFAULT_MAX_TEX
                     if "voice_id" in message:
                         voice = _voice_id(message.pop("voice_id"))
                     if message:  # options persist for the rest of the session
-                        options = GenerationOptions(**{**options.model_dump(exclude_unset=True), **message})
+                        options = StreamOptions(**{**options.model_dump(exclude_unset=True), **message})
                     buffer += text
                 except (ValueError, TypeError) as exc:  # ValidationError is a ValueError
                     detail = _first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
@@ -104,7 +108,7 @@ async def _speak(service: TTSService, websocket: WebSocket, segments: asyncio.Qu
     while (item := await segments.get()) is not None:
         text, voice, options = item
         try:
-            encoder = AudioEncoder("pcm", service.sample_rate)
+            encoder = AudioEncoder("pcm", service.sample_rate, options.speed)
             chunks = await service.audio(options.synthesis_request(text, voice), encoder, "websocket")
         except EngineError as exc:  # before any audio: counted here (mid-stream errors count in the service)
             metrics.ERRORS.labels(type(exc).__name__).inc()
