@@ -174,8 +174,11 @@ class Engine:
         log.info("vocoder warm-up took %.2f s", time.monotonic() - started)
         if self.model.conds is not None:
             started = time.monotonic()
+            # English is one of the multilingual model's languages; the others take no language id.
+            language = "en" if self.variant.needs_language else None
             for _ in self.synthesize(SynthesisRequest(
-                    "Warm up.", params=SamplingParams(max_new_tokens=12), seed=0), threading.Event()):
+                    "Warm up.", params=SamplingParams(max_new_tokens=12), seed=0, language=language),
+                    threading.Event()):
                 pass
             log.info("warm-up generation took %.2f s", time.monotonic() - started)
 

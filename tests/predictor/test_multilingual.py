@@ -41,6 +41,14 @@ def test_french_text_is_spoken_in_capped_tokens_without_building_the_chinese_ste
     assert multilingual_model.tokenizer.cangjie_converter._converter is None
 
 
+def test_the_warm_up_names_a_language_so_a_multilingual_server_starts(multilingual_model, tmp_path):
+    """Every multilingual request needs a language id, the start-up's own generation too (without one,
+    the predictor exited at start-up, found by the browser tier)."""
+    config = EngineConfig.from_settings(variant="multilingual", watermark=False)
+    voices = VoiceLibrary(tmp_path, MULTILINGUAL, "cpu", VoiceCache(2**28))
+    Engine(multilingual_model, config, "cpu", voices).warm_up()
+
+
 def test_chinese_text_fails_with_a_typed_error_when_the_segmenter_cannot_be_loaded():
     def unreachable(model_dir):  # what spacy_pkuseg's download raises with no route to GitHub
         raise OSError("[Errno 101] Network is unreachable")

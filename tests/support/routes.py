@@ -11,7 +11,8 @@ import sys
 from unittest import mock
 
 # What must answer without a key: the liveness and readiness probes the issue lists, the API's
-# documentation, and the playground's static page (which asks for the key itself). Written out here, not imported from `auth`, so that a route wrongly opened there fails.
+# documentation, and the playground's static page (which asks for the key itself). Written out here, not
+# imported from `auth`, so that a route wrongly opened there fails.
 OPEN = frozenset({
     ("GET", "/health"),
     ("GET", "/"),

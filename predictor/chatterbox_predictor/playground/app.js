@@ -24,6 +24,7 @@ const state = {
   downloadUrl: null,
   startedAt: null, // when the current speech was asked for, until its first sample plays
   ended: false,
+  stopped: false, // the user stopped the current speech
 };
 
 const player = new Player(onPlayerReport);
@@ -202,9 +203,12 @@ function buildOptions() {
     const { min, max, integer } = bounds(schema[name]);
     const wrap = document.createElement("div");
     wrap.className = "option";
+    const head = document.createElement("div");
+    head.className = "option-head";
     const label = document.createElement("label");
     label.htmlFor = `opt-${name}`;
     label.textContent = LABELS[name] || name;
+    head.append(label);
     const input = document.createElement("input");
     input.id = `opt-${name}`;
     input.name = name;
@@ -219,13 +223,16 @@ function buildOptions() {
     } else {
       input.type = "range";
       input.step = integer ? 1 : STEPS[name] || 0.01;
+      // The value beside the label, not inside it: the slider's name stays "Temperature", its value is
+      // announced as a value.
       const output = document.createElement("output");
       output.htmlFor = input.id;
-      label.append(output);
+      output.setAttribute("aria-hidden", "true");
+      head.append(output);
       input.addEventListener("input", () => { output.textContent = input.value; });
     }
     if (description) input.title = description;
-    wrap.append(label, input);
+    wrap.append(head, input);
     fields.append(wrap);
   }
   resetOptions();
@@ -269,7 +276,7 @@ function onPlayerReport(report) {
     $("ttfa").dataset.ms = Math.round(ms);
     state.startedAt = null;
   }
-  if (report.drained && state.ended) {
+  if (report.drained && state.ended && !state.stopped) {
     $("status").textContent = `Done: ${seconds(report.played)} of audio`
       + (report.starved ? " (playback caught up with generation and waited for it)." : ".");
   }
@@ -291,6 +298,7 @@ function startSpeech(event) {
   $("ttfa").textContent = "–";
   delete $("ttfa").dataset.ms;
   $("received").textContent = "–";
+  $("received").dataset.samples = 0;
   $("download").hidden = true;
   $("speak").disabled = true;
   $("stop").disabled = false;
@@ -313,6 +321,7 @@ function startSpeech(event) {
       const samples = pcm16ToFloat(buffer);
       received += samples.length;
       $("received").textContent = seconds(received);
+      $("received").dataset.samples = received;
       waveform.add(samples);
       try {
         await playing;
@@ -328,9 +337,10 @@ function startSpeech(event) {
   });
 }
 
-async function finishSpeech(received) {
+function finishSpeech(received, stopped = false) {
   state.stop = null;
   state.ended = true;
+  state.stopped = stopped;
   player.end();
   $("speak").disabled = false;
   $("stop").disabled = true;
@@ -339,7 +349,8 @@ async function finishSpeech(received) {
     if (!$("speak-error").textContent) $("speak-error").textContent = "No audio came back.";
     return;
   }
-  $("status").textContent = `Received ${seconds(received)} of audio; playing…`;
+  $("status").textContent = stopped ? `Stopped after ${seconds(received)} of audio.`
+    : `Received ${seconds(received)} of audio; playing…`;
   if (state.downloadUrl) URL.revokeObjectURL(state.downloadUrl);
   state.downloadUrl = URL.createObjectURL(wavBlob(state.chunks, state.sampleRate));
   const link = $("download");
@@ -351,8 +362,7 @@ async function finishSpeech(received) {
 function stopSpeech() {
   state.stop?.();
   player.stop();
-  $("status").textContent = "Stopped.";
-  finishSpeech(state.chunks.reduce((n, c) => n + c.byteLength / 2, 0));
+  finishSpeech(state.chunks.reduce((n, c) => n + c.byteLength / 2, 0), true);
 }
 
 // -- start ----------------------------------------------------------------------------------------------

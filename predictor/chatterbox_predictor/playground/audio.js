@@ -70,7 +70,8 @@ export class Player {
   }
 }
 
-/** Min-max peaks of the received samples, drawn on a canvas, with the part already played darker. */
+/** Min-max peaks of the received samples, drawn on a canvas, with the part already played darker; scaled
+ * to the loudest sample so far, so that quiet speech is visible too. */
 export class Waveform {
   constructor(canvas, sampleRate) {
     this.canvas = canvas;
@@ -82,6 +83,7 @@ export class Waveform {
     this.peaks = []; // [min, max] per block of BLOCK samples
     this.block = null;
     this.count = 0;
+    this.loudest = 1e-3; // below it the drawing would only magnify the quantisation noise
     this.played = 0;
     this.draw();
   }
@@ -95,6 +97,7 @@ export class Waveform {
         if (s < this.block[0]) this.block[0] = s;
         if (s > this.block[1]) this.block[1] = s;
       }
+      if (Math.abs(s) > this.loudest) this.loudest = Math.abs(s);
       if (++this.count % Waveform.BLOCK === 0) {
         this.peaks.push(this.block);
         this.block = null;
@@ -129,6 +132,7 @@ export class Waveform {
     const blocks = Math.max(this.peaks.length, Math.ceil((5 * this.sampleRate) / Waveform.BLOCK));
     const perColumn = blocks / width;
     const middle = height / 2;
+    const scale = (0.95 * middle) / this.loudest;
     const playedBlocks = this.played / Waveform.BLOCK;
     for (let x = 0; x < width; x++) {
       const from = Math.floor(x * perColumn);
@@ -141,7 +145,7 @@ export class Waveform {
         high = Math.max(high, this.peaks[i][1]);
       }
       g.fillStyle = from < playedBlocks ? style.getPropertyValue("--played") : style.getPropertyValue("--wave");
-      g.fillRect(x, middle - high * middle, 1, Math.max(1, (high - low) * middle));
+      g.fillRect(x, middle - high * scale, 1, Math.max(1, (high - low) * scale));
     }
   }
 }
