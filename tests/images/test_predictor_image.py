@@ -65,6 +65,16 @@ def test_without_the_key_from_the_mounted_file_only_the_probes_answer(predictor)
     assert httpx.get(f"{predictor.url}/voices", headers=predictor.headers).status_code == 200
 
 
+def test_the_playground_page_and_its_files_are_in_the_installed_package(predictor):
+    """The image installs the package (not editable): the page's static files must travel with it."""
+    page = httpx.get(f"{predictor.url}/", headers={"Accept": "text/html"}, follow_redirects=True)
+    assert page.status_code == 200 and page.url.path == "/playground"
+    assert "<h1>Chatterbox playground</h1>" in page.text
+    for name in ("app.js", "api.js", "audio.js", "player-worklet.js", "style.css"):
+        assert httpx.get(f"{predictor.url}/playground/{name}").status_code == 200, name
+    assert httpx.get(f"{predictor.url}/playground/config").json()["auth"] is True
+
+
 def test_the_plans_flow_upload_list_generate_delete(predictor, voice_bytes, tmp_path):
     url, headers = predictor.url, predictor.headers
     # A fresh host directory belongs to root: the server says what is wrong instead of failing blind.

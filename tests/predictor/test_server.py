@@ -88,7 +88,7 @@ def test_every_route_of_the_app_wants_the_key_except_the_probes_and_the_docs(ser
     assert served <= {path for _, path in table}  # the table is the served app's, not a smaller one
     assert {("POST", "/v2/models/{model_name}/infer"), ("POST", "/v2/repository/models/{model_name}/unload"),
             ("GET", "/metrics"), ("WEBSOCKET", "/tts/stream")} <= table
-    values = {"model_name": "chatterbox", "model_version": "1", "voice_id": "alpha"}
+    values = {"model_name": "chatterbox", "model_version": "1", "voice_id": "alpha", "name": "app.js"}
     for method, template in sorted(table):
         path = template.format(**values)
         if method == "WEBSOCKET":
@@ -443,6 +443,52 @@ def test_websocket_takes_the_key_in_the_query_where_a_browser_cannot_set_headers
     with pytest.raises(websockets.InvalidStatus) as refused:  # closed before the handshake: HTTP 403
         asyncio.run(start("?api_key=wrong"))
     assert refused.value.response.status_code == 403
+
+
+def test_websocket_takes_the_key_as_a_subprotocol_and_never_echoes_it(server):
+    """What the playground does: the key out of every URL, in a subprotocol beside `chatterbox.tts`."""
+    def offer(key: str) -> list[str]:
+        encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+        return ["chatterbox.tts", f"chatterbox.key.{encoded}"]
+
+    async def start(subprotocols: list[str]) -> tuple[str | None, dict]:
+        async with websockets.connect(server.url.replace("http", "ws") + "/tts/stream",
+                                      subprotocols=subprotocols) as ws:
+            return ws.subprotocol, json.loads(await ws.recv())
+
+    assert asyncio.run(start(offer(KEY))) == ("chatterbox.tts", {"type": "start", "sample_rate": 24_000,
+                                                                 "encoding": "pcm_s16le", "channels": 1})
+    for refused in (offer("wrong"), ["chatterbox.tts", "chatterbox.key.!!not-base64!!"], ["chatterbox.tts"]):
+        with pytest.raises(websockets.InvalidStatus) as closed:
+            asyncio.run(start(refused))
+        assert closed.value.response.status_code == 403
+
+
+def test_speed_stretches_the_audio_of_generate_and_of_the_websocket(client, server):
+    body = {"text": "Faster.", "format": "pcm", **FAST}
+    normal = client.post("/tts/generate", json=body).content
+    fast = client.post("/tts/generate", json={**body, "speed": 2.0}).content
+    assert abs(len(fast) / len(normal) - 0.5) < 0.05
+    assert client.post("/tts/generate", json={**body, "speed": 0.1}).status_code == 422
+
+    async def spoken(options: dict) -> tuple[bytes, list]:
+        async with websockets.connect(server.url.replace("http", "ws") + "/tts/stream",
+                                      additional_headers=HEADERS) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"text": "Faster.", **FAST, **options}))
+            await ws.send(json.dumps({"type": "end"}))
+            audio, events = b"", []
+            async for message in ws:
+                if isinstance(message, bytes):
+                    audio += message
+                else:
+                    events.append(json.loads(message))
+            return audio, events
+
+    audio, _ = asyncio.run(spoken({"speed": 2.0}))
+    assert audio == fast  # the same samples as REST at that speed
+    _, events = asyncio.run(spoken({"speed": "quick"}))
+    assert events[0]["type"] == "error" and events[0]["status"] == 400 and "speed" in events[0]["detail"]
 
 
 # -- disconnects, queue, metrics ------------------------------------------------------------------------
