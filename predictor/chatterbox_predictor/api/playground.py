@@ -103,6 +103,7 @@ class PlaygroundRedirect:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] == "/":
             accept = dict(scope.get("headers") or []).get(b"accept", b"")
             if b"text/html" in accept:
+                # Relative, so that it holds behind a path prefix (an ingress serving us under /tts/).
                 await send({"type": "http.response.start", "status": 307,
                             "headers": [(b"location", b"playground"), (b"content-length", b"0")]})
                 return await send({"type": "http.response.body", "body": b""})
