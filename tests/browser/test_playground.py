@@ -30,17 +30,22 @@ def voices_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("voices")
 
 
-@pytest.fixture(scope="module")
-def server(random_checkpoint, voices_dir, tmp_path_factory):
-    # Random weights never stop by themselves: 40 tokens (1.6 s) a sentence group keeps each speech short.
-    args = ["--model_name", "chatterbox", "--checkpoint_dir", str(random_checkpoint("turbo")),
-            "--voices_dir", str(voices_dir), "--api_keys", KEY, "--token_cap", "40"]
-    proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
+def serve(args: list[str], tmp_path_factory):
+    """A predictor process with `args`, ready; stopped when the fixture that yields from it ends."""
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = ServerProcess(["--model_name", "chatterbox", *args], log)
     try:
         proc.wait_ready("/v2/health/ready")
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(random_checkpoint, voices_dir, tmp_path_factory):
+    # Random weights never stop by themselves: 40 tokens (1.6 s) a sentence group keeps each speech short.
+    yield from serve(["--checkpoint_dir", str(random_checkpoint("turbo")), "--voices_dir", str(voices_dir),
+                      "--api_keys", KEY, "--token_cap", "40"], tmp_path_factory)
 
 
 def open_page(page, server, key: str | None = KEY):
@@ -174,7 +179,7 @@ def test_speaking_plays_every_sample_through_the_worklet_shows_the_time_to_first
     _, expected = pcm(data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:40]
                       + (len(data) - 44).to_bytes(4, "little") + data[44:])
     np.testing.assert_array_equal(played, expected)
-    assert [e for e in page.console.errors] == []
+    assert page.console.errors == []
 
 
 def test_stop_ends_the_speech_and_the_next_one_plays(page, server):
@@ -222,15 +227,9 @@ def test_on_a_phone_the_page_fits_its_width_and_every_control_has_a_label(page, 
 
 @pytest.fixture(scope="module")
 def open_multilingual(random_checkpoint, tmp_path_factory):
-    args = ["--model_name", "chatterbox", "--variant", "multilingual",
-            "--checkpoint_dir", str(random_checkpoint("multilingual")),
-            "--voices_dir", str(tmp_path_factory.mktemp("voices")), "--token_cap", "30"]
-    proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
-    try:
-        proc.wait_ready("/v2/health/ready")
-        yield proc
-    finally:
-        proc.stop()
+    yield from serve(["--variant", "multilingual", "--checkpoint_dir", str(random_checkpoint("multilingual")),
+                      "--voices_dir", str(tmp_path_factory.mktemp("voices")), "--token_cap", "30"],
+                     tmp_path_factory)
 
 
 def test_without_keys_the_page_works_at_once_with_the_variants_options_and_the_schemas_ranges(

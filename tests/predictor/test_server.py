@@ -400,13 +400,7 @@ def test_websocket_speaks_text_sent_in_pieces(server):
             await ws.send(json.dumps({"text": "re. And more", "partial": True}))
             await ws.send(json.dumps({"voice_id": "nobody", "text": " words.", "partial": False}))
             await ws.send(json.dumps({"type": "end"}))
-            audio, events = b"", []
-            async for message in ws:
-                if isinstance(message, bytes):
-                    audio += message
-                else:
-                    events.append(json.loads(message))
-            return audio, events
+            return await _received(ws)
 
     audio, events = asyncio.run(talk())
     kinds = [e["type"] for e in events]
@@ -414,6 +408,17 @@ def test_websocket_speaks_text_sent_in_pieces(server):
     assert events[0]["text"] == "Hello there. "
     assert events[1]["status"] == 404
     assert len(audio) == (TOKENS + 3) * 960 * 2
+
+
+async def _received(ws) -> tuple[bytes, list[dict]]:
+    """Everything a /tts/stream session sends until it closes: the audio, and the JSON events."""
+    audio, events = b"", []
+    async for message in ws:
+        if isinstance(message, bytes):
+            audio += message
+        else:
+            events.append(json.loads(message))
+    return audio, events
 
 
 def test_websocket_answers_bad_messages_with_an_error_and_keeps_the_session(server):
@@ -477,13 +482,7 @@ def test_speed_stretches_the_audio_of_generate_and_of_the_websocket(client, serv
             await ws.recv()
             await ws.send(json.dumps({"text": "Faster.", **FAST, **options}))
             await ws.send(json.dumps({"type": "end"}))
-            audio, events = b"", []
-            async for message in ws:
-                if isinstance(message, bytes):
-                    audio += message
-                else:
-                    events.append(json.loads(message))
-            return audio, events
+            return await _received(ws)
 
     audio, _ = asyncio.run(spoken({"speed": 2.0}))
     assert audio == fast  # the same samples as REST at that speed
