@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.support (the library's token cap)
 
-from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest  # noqa: E402
+from chatterbox_predictor.engine import Engine, EngineConfig, ModelThread, SynthesisRequest  # noqa: E402
 from chatterbox_predictor.loading import load_model  # noqa: E402
 from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
 from chatterbox_predictor.sampling import SamplingParams  # noqa: E402
@@ -169,8 +169,8 @@ def _stream_requests(level: int, tokens: int, seed: int) -> list[SynthesisReques
 
 
 def run_engine_level(engine: Engine, requests: list[SynthesisRequest]) -> dict:
-    """All requests submitted at once to the running worker; per request the time to its first chunk and
-    to its last, from the common start."""
+    """All requests submitted at once to the engine's worker (started for them: the engines take turns on
+    one model thread); per request the time to its first chunk and to its last, from the common start."""
 
     async def one(request, started):
         ttfa, audio = None, 0.0
@@ -183,7 +183,11 @@ def run_engine_level(engine: Engine, requests: list[SynthesisRequest]) -> dict:
         started = time.perf_counter()
         return await asyncio.gather(*(one(r, started) for r in requests))
 
-    return _level_metrics(asyncio.run(all_of_them()))
+    engine.start()
+    try:
+        return _level_metrics(asyncio.run(all_of_them()))
+    finally:
+        engine.stop()
 
 
 def run_library_level(model, requests: list[SynthesisRequest], tokens: int) -> dict:
@@ -210,20 +214,23 @@ def _level_metrics(results: list[tuple[float, float, float]]) -> dict:
             "wall_s": wall, "audio_s": sum(r[2] for r in results)}
 
 
-def concurrency(model, engines: dict[int, Engine], levels: list[int], args) -> list[dict]:
+def concurrency(model, engines: dict[int, Engine], thread: ModelThread, levels: list[int],
+                args) -> list[dict]:
+    """Every level's runs; the library runs on the engines' model thread, between their turns."""
     out = []
     # Warm-up on the measured texts, both sides, untimed.
     for engine in engines.values():
         run_engine_level(engine, _stream_requests(max(levels), args.tokens, args.seed))
-    run_library_level(model, _stream_requests(min(len(STREAM_TEXTS), max(levels)), args.tokens, args.seed),
-                      args.tokens)
+    thread.call(run_library_level, model,
+                _stream_requests(min(len(STREAM_TEXTS), max(levels)), args.tokens, args.seed), args.tokens)
     for level in levels:
         requests = _stream_requests(level, args.tokens, args.seed)
         runs: dict[str, list[dict]] = {}
         for _ in range(args.runs):  # interleaved settings, so that a slow spell hits them all
             for size, engine in engines.items():
                 runs.setdefault(f"ours/{size}", []).append(run_engine_level(engine, requests))
-            runs.setdefault("library", []).append(run_library_level(model, requests, args.tokens))
+            library = thread.call(run_library_level, model, requests, args.tokens)
+            runs.setdefault("library", []).append(library)
         for setting, results in runs.items():
             entry = {"concurrency": level, "engine": setting.split("/")[0],
                      "max_batch_size": int(setting.split("/")[1]) if "/" in setting else 1,
@@ -275,11 +282,14 @@ def main(argv=None) -> int:
     out = args.out or REPO / "bench" / "results" / ("concurrency.json" if levels else "latest.json")
 
     torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
+    # All model work on one thread, as in the server: the engines' workers take turns on it, and the
+    # library runs there too (a second thread running torch would slow the first one, see engine.py).
+    thread = ModelThread()
     cases, level_results = [], []
     for name in args.variants.split(","):
         variant = get_variant(name)
-        directory = random_checkpoint_dir(args.cache, variant, args.size)
-        model = load_model(directory, variant, device="cpu")
+        directory = thread.call(random_checkpoint_dir, args.cache, variant, args.size)
+        model = thread.call(load_model, directory, variant, device="cpu")
         plan = variant.stream_plan
         if args.flow_prompt_tokens is not None:
             window = args.flow_prompt_tokens or None
@@ -287,30 +297,24 @@ def main(argv=None) -> int:
         voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
         ours = model
         if args.dtype != "float32":  # a second copy: the library's generate() keeps float32
-            ours = load_model(directory, variant, device="cpu")
-            ours.t3.to(dtype=getattr(torch, args.dtype))
+            ours = thread.call(load_model, directory, variant, device="cpu")
+            thread.call(ours.t3.to, dtype=getattr(torch, args.dtype))
 
         def engine(batch: int, plan=plan, variant=variant, ours=ours, voices=voices) -> Engine:
             config = EngineConfig.from_settings(variant=variant, stream_plan=plan, max_batch_size=batch,
                                                 queue_size=max([16, *levels]), dtype=args.dtype)
-            return Engine(ours, config, "cpu", voices)
+            return Engine(ours, config, "cpu", voices, thread)
 
-        run_library(model, "Warm up.", 5, 0)
+        thread.call(run_library, model, "Warm up.", 5, 0)
         if not levels:
             single = engine(1)
-            single.warm_up()
-            cases += single_cases(name, model, single, args)
+            thread.call(single.warm_up)
+            cases += thread.call(single_cases, name, model, single, args)
             continue
         engines = {1: engine(1), max(levels): engine(max(levels))}
-        next(iter(engines.values())).warm_up()
-        for e in engines.values():
-            e.start()
-        try:
-            for entry in concurrency(model, engines, levels, args):
-                level_results.append({"variant": name, **entry})
-        finally:
-            for e in engines.values():
-                e.stop()
+        thread.call(next(iter(engines.values())).warm_up)
+        for entry in concurrency(model, engines, thread, levels, args):
+            level_results.append({"variant": name, **entry})
 
     meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "threads": torch.get_num_threads(),
             "tokens": args.tokens,

@@ -25,7 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest  # noqa: E402
+from chatterbox_predictor.engine import Engine, EngineConfig, ModelThread, SynthesisRequest  # noqa: E402
 from chatterbox_predictor.loading import load_model  # noqa: E402
 from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
 from chatterbox_predictor.sampling import SamplingParams  # noqa: E402
@@ -107,15 +107,17 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
     variant = get_variant(args.variant)
-    checkpoint = random_checkpoint_dir(args.cache, variant, args.size)
+    # The model's work on one thread, as in the server (see engine.ModelThread).
+    thread = ModelThread()
+    checkpoint = thread.call(random_checkpoint_dir, args.cache, variant, args.size)
     voice_ids = write_voices(args.work / "voices", checkpoint, args.voices)
-    model = load_model(checkpoint, variant, device=args.device)
+    model = thread.call(load_model, checkpoint, variant, device=args.device)
     cache = VoiceCache(args.voice_cache_mb * 2**20)
     config = EngineConfig.from_settings(variant=variant, max_batch_size=args.concurrency,
                                         queue_size=2 * args.concurrency)
     library = VoiceLibrary(args.work / "voices", variant, args.device, cache)
-    engine = Engine(model, config, args.device, library)
-    engine.warm_up()
+    engine = Engine(model, config, args.device, library, thread)
+    thread.call(engine.warm_up)
     engine.start()
     samples: list[dict] = []
     try:

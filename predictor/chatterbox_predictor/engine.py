@@ -8,6 +8,11 @@ S3Gen when a chunk is due, the watermark). Each chunk goes back to the requester
 `loop.call_soon_threadsafe`; the event loop never runs model code. A failure is delivered as a value
 and the worker carries on; a cancelled request (its client went away) leaves at the next step.
 
+All model work of a server (loading, the warm-up, every step) runs on that one thread, a `ModelThread`:
+on this CPU a second thread that has run a parallel torch operation, even one idle since, costs the
+worker's steps ~30% (`bench/threads.py` measures it: libgomp keeps a team of OpenMP workers for each
+such thread, and with more workers than cores, as we read it, its barriers stop spinning).
+
 A request's whole state is one `Synthesis` (voice, sampler settings and seed, text pieces, and for the
 current piece its `T3Row` and `SpeechStream`); a `Batcher` steps a list of them. Each request draws from
 its own seeded generator, so its tokens do not depend on what else is in the batch, up to the
@@ -25,7 +30,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +47,9 @@ from .speech import (
     LOOKAHEAD_FRAMES,
     OVERLAP_FRAMES,
     SAMPLE_RATE,
+    Decode,
     SpeechStream,
+    flow_mels,
     warm_vocoder,
 )
 from .stream_plan import StreamPlan
@@ -132,18 +140,65 @@ class AudioChunk:
         return pcm16(self.audio)
 
 
+class ModelThread:
+    """The one thread that runs a model, with all the intra-op threads torch was given (see the module
+    docstring for why not two). Work is handed to it as calls, one after another; it lives as long as the
+    process (a daemon, like the worker loop it runs: exiting never waits for it)."""
+
+    def __init__(self, threads: int | None = None):
+        """`threads`: torch's intra-op threads on it (None: what the creating thread has now)."""
+        self._threads = threads or torch.get_num_threads()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args, kwargs))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="chatterbox-engine", daemon=True)
+                self._thread.start()
+        return future
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the thread; waits for it and returns or raises what it did."""
+        return self.submit(fn, *args, **kwargs).result()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident if self._thread is not None else None
+
+    def _run(self) -> None:
+        # OpenMP's thread count is a per-thread setting: a new thread starts from the default.
+        torch.set_num_threads(self._threads)
+        while True:
+            future, fn, args, kwargs = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                future.set_exception(exc)
+
+
 class Engine:
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model, config: EngineConfig, device: str, voices: VoiceLibrary):
-        """`voices` is the library the API shares (built once, by whoever owns the engine)."""
+    def __init__(self, model, config: EngineConfig, device: str, voices: VoiceLibrary,
+                 thread: ModelThread | None = None):
+        """`voices` is the library the API shares (built once, by whoever owns the engine); `thread` is
+        where the worker runs (None: a thread of its own; engines may share one if they take turns)."""
         self.model = model
         self.config = config
         self.variant: Variant = config.variant
         self.device = device
         self.voices = voices
+        self.thread = thread or ModelThread()
+        self.checkpoint_dir: Path | None = None
+        """Where `load` found the model (None: the model was handed in)."""
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
-        self._thread: threading.Thread | None = None
+        self._worker: Future | None = None
         self._running: set[_Job] = set()
         self._stopping = False
         self._lock = threading.Lock()
@@ -153,15 +208,26 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, checkpoint_dir: Path, config: EngineConfig, device: str, voices: VoiceLibrary) -> Engine:
-        from .loading import load_model
-
+    def load(cls, checkpoint: Path | Callable[[], Path], config: EngineConfig, device: str,
+             voices: VoiceLibrary) -> Engine:
+        """Loads (and warms up) the model on the thread its worker will run on, which `start` then uses;
+        `checkpoint` is the directory, or a function finding it there (which may build one)."""
         if config.dtype == "float16" and not device.startswith("cuda"):
             raise ValueError("float16 is for CUDA; on the CPU use bfloat16 (or float32)")
-        model = load_model(checkpoint_dir, config.variant, device=device)
+        thread = ModelThread()
+        return thread.call(cls._build, checkpoint, config, device, voices, thread)
+
+    @classmethod
+    def _build(cls, checkpoint, config: EngineConfig, device: str, voices: VoiceLibrary,
+               thread: ModelThread) -> Engine:
+        from .loading import load_model
+
+        directory = checkpoint() if callable(checkpoint) else checkpoint
+        model = load_model(directory, config.variant, device=device)
         if config.dtype != "float32":
             model.t3.to(dtype=DTYPES[config.dtype])
-        engine = cls(model, config, device, voices)
+        engine = cls(model, config, device, voices, thread)
+        engine.checkpoint_dir = directory
         if config.warmup:
             engine.warm_up()
         return engine
@@ -184,8 +250,7 @@ class Engine:
 
     def start(self) -> None:
         self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="chatterbox-engine", daemon=True)
-        self._thread.start()
+        self._worker = self.thread.submit(self._work)
         self.ready = True
 
     def stop(self, wait: bool = True) -> None:
@@ -196,7 +261,7 @@ class Engine:
             self.ready = False
             self._stopping = True
             running = list(self._running)
-        if self._thread is None:
+        if self._worker is None:
             return
         for job in running:
             job.cancelled.set()
@@ -209,8 +274,8 @@ class Engine:
                 job.deliver(EngineNotReady("the server is shutting down"))
         self._queue.put(None)
         if wait:
-            self._thread.join(timeout=60)
-            self._thread = None
+            self._worker.result(timeout=60)
+            self._worker = None
 
     @property
     def largest_vocoder_input(self) -> int:
@@ -411,9 +476,10 @@ class Synthesis:
         self._reported = 0
         return self.row
 
-    def take(self, token: int | None) -> AudioChunk | None:
-        """The request's part of a step, given the token its row drew (None: end of speech): a chunk when
-        the plan says one is due. `row.done` afterwards means the piece is over."""
+    def take(self, token: int | None) -> _Due | None:
+        """The request's part of a step, given the token its row drew (None: end of speech): what a chunk
+        needs when the plan says one is due (`chunk` makes it). `row.done` afterwards means the piece is
+        over."""
         final = token is None
         if not final:
             self._tokens.append(token)
@@ -423,9 +489,13 @@ class Synthesis:
                 return None
             if not final:
                 self._next_bound = next(self._bounds)
-        samples = self._speech.decode(self._tokens, final=final).numpy()
+        return _Due(self._speech.prepare(self._tokens, final=final), final)
+
+    def chunk(self, due: _Due, mels: torch.Tensor | None) -> AudioChunk | None:
+        """The chunk `due` asked for, given its flow pass's mels (None when it had no pass)."""
+        samples = self._speech.finish(due.decode, mels).numpy() if due.decode is not None else np.zeros(0)
         if self._watermark is not None:  # the piece's last chunk flushes what the watermark held back
-            samples = self._watermark.push(samples, final)
+            samples = self._watermark.push(samples, due.final)
         if not len(samples):
             return None
         chunk = AudioChunk(np.asarray(samples, dtype=np.float32), SAMPLE_RATE, self.index, self.position,
@@ -436,14 +506,25 @@ class Synthesis:
         return chunk
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A chunk a request needs: its S3Gen decode (None: no new frame, though the piece's end still
+    flushes the watermark), and whether it ends the piece."""
+
+    decode: Decode | None
+    final: bool
+
+
 class Batcher:
     """Syntheses advanced together: per step one batched T3 forward (`T3Batch.step`) for all their rows,
-    then each request's own part (`Synthesis.take`). A finished piece's row leaves the batch and the next
-    piece's joins at the end; a finished request leaves.
+    then each request's own part (`Synthesis.take`), then the chunks that are due. A finished piece's row
+    leaves the batch and the next piece's joins at the end; a finished request leaves.
 
-    Requests that have not delivered audio yet take their part first in a step: when several reach a
-    chunk boundary together, S3Gen runs one pass after another, and the first chunk (the time to first
-    audio) should not wait behind another stream's later one.
+    The chunks' S3Gen flow passes run as one batch where they have the same shape (streams at the same
+    point of their chunk plans, as requests that arrive together are): on the development CPU four passes
+    batched cost 0.72 of four one after another (full-size Turbo, `bench/flow.py`). The vocoder runs per
+    stream (its excitation noise is the stream's own). Requests that have not delivered audio yet go
+    first: the first chunk (the time to first audio) should not wait behind another stream's later one.
     """
 
     def __init__(self, t3):
@@ -468,15 +549,43 @@ class Batcher:
         is complete and (synthesis, error) when its own part failed (it has left; the others go on). A
         failure of the shared forward propagates: every request in the batch is then lost."""
         tokens = self.batch.step() if self.batch.rows else {}
-        for synthesis in sorted(self.active, key=lambda s: s.index > 0):
+        due: dict[Synthesis, _Due] = {}
+        for synthesis in list(self.active):
+            if synthesis.row is None:
+                continue
             try:
-                row = synthesis.row
+                wanted = synthesis.take(tokens[synthesis.row])
+            except Exception as exc:  # noqa: BLE001 - one request's failure must not end the others
+                self.drop(synthesis)
+                yield synthesis, _failure(exc)
+                continue
+            if wanted is not None:
+                due[synthesis] = wanted
+        for group in _flow_groups(due):
+            passes = [due[s].decode.flow for s in group if due[s].decode is not None]
+            try:
+                mels = iter(flow_mels(group[0].engine.model.s3gen.flow, passes) if passes else [])
+            except Exception as exc:  # noqa: BLE001 - the group's requests fail, the others go on
+                for synthesis in group:
+                    self.drop(synthesis)
+                    yield synthesis, _failure(exc)
+                continue
+            for synthesis in group:
+                wanted = due[synthesis]
+                try:
+                    chunk = synthesis.chunk(wanted, next(mels) if wanted.decode is not None else None)
+                except Exception as exc:  # noqa: BLE001
+                    self.drop(synthesis)
+                    yield synthesis, _failure(exc)
+                    continue
+                if chunk is not None:
+                    yield synthesis, chunk
+        for synthesis in list(self.active):  # pieces that ended: the next one's row joins, or it is done
+            row = synthesis.row
+            if row is not None and not row.done:
+                continue
+            try:
                 if row is not None:
-                    chunk = synthesis.take(tokens[row])
-                    if chunk is not None:
-                        yield synthesis, chunk
-                    if not row.done:
-                        continue
                     self.batch.remove(row)
                     row = synthesis.next_piece()
                 if row is not None:
@@ -484,9 +593,19 @@ class Batcher:
                 else:
                     self.active.remove(synthesis)
                     yield synthesis, None
-            except Exception as exc:  # noqa: BLE001 - one request's failure must not end the others
+            except Exception as exc:  # noqa: BLE001
                 self.drop(synthesis)
                 yield synthesis, _failure(exc)
+
+
+def _flow_groups(due: dict[Synthesis, _Due]) -> list[list[Synthesis]]:
+    """The requests with a chunk due, grouped by the shape of their flow pass (one batch each; a chunk
+    with no pass is a group of its own), groups with a request's first chunk first."""
+    groups: dict[object, list[Synthesis]] = {}
+    for synthesis, wanted in due.items():
+        key = wanted.decode.flow.shape if wanted.decode is not None else synthesis
+        groups.setdefault(key, []).append(synthesis)
+    return sorted(groups.values(), key=lambda group: all(s.index > 0 for s in group))
 
 
 def _failure(exc: Exception) -> EngineError:

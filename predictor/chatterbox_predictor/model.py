@@ -51,19 +51,19 @@ class ChatterboxModel(kserve.Model):
         started = time.monotonic()
         settings = self.settings
         config = EngineConfig.from_settings(settings)
-        directory = resolve_checkpoint(settings)
         device = resolve_device(settings.device)
         # One voice library for the engine (reads) and the API (writes, listing, the watcher).
         library = VoiceLibrary(settings.voices_dir, config.variant, device,
                                VoiceCache(settings.voice_cache_mb * 2**20))
-        self.tts_engine = Engine.load(directory, config, device, library)
+        # Found (or, for random weights, built) on the engine's thread: this one must not run the model.
+        self.tts_engine = Engine.load(lambda: resolve_checkpoint(settings), config, device, library)
         self.voices = VoiceDirectory(library, scan_interval=settings.voice_scan_interval)
         self.voices.start()
         self.tts_engine.start()
         self.cloner = Cloner(self.tts_engine.model, config.variant, settings.clone_max_pending)
         metrics.register_engine(self.tts_engine)
         log.info("loaded and warmed up Chatterbox %s from %s on %s in %.1f s", settings.variant,
-                 directory, device, time.monotonic() - started)
+                 self.tts_engine.checkpoint_dir, device, time.monotonic() - started)
         self.ready = True
         return self.ready
 

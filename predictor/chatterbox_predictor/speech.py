@@ -29,6 +29,7 @@ take noise for the prompt part.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -87,45 +88,25 @@ class SpeechStream:
         self._fade_in = 0.5 - 0.5 * torch.cos(ramp) if n else None
 
     # -- flow --------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def mels(self, tokens: list[int], start: int = 0, prompt_tokens: int | None = None) -> torch.Tensor:
-        """Mel frames (1, 80, 2 * (len(tokens) - start)) of `tokens[start:]`, after the last
-        `prompt_tokens` of the voice prompt (None: all of it) and with `tokens[:start]` left out, under
-        this request's noise."""
-        flow, ref = self.flow, self.ref
+    def flow_input(self, tokens: list[int], start: int = 0, prompt_tokens: int | None = None) -> FlowInput:
+        """The flow pass for `tokens[start:]`, after the last `prompt_tokens` of the voice prompt (None:
+        all of it) and with `tokens[:start]` left out, under this request's noise."""
+        ref = self.ref
         speech = torch.tensor([tokens[start:]], dtype=torch.long, device=self.device)
         prompt, prompt_feat = ref["prompt_token"].to(torch.long), ref["prompt_feat"]
         if prompt_tokens is not None and prompt.shape[1] > prompt_tokens:
             prompt = prompt[:, -prompt_tokens:]
             prompt_feat = prompt_feat[:, -FRAMES_PER_TOKEN * prompt_tokens:]
         prompt_frames = prompt_feat.shape[1]
-        all_tokens = torch.cat([prompt, speech], dim=1)
-        n = all_tokens.shape[1]
-        lengths = torch.tensor([n], device=self.device)
-        x = flow.input_embedding(all_tokens)
-        h, _ = flow.encoder(x, lengths)
-        mu = flow.encoder_proj(h).transpose(1, 2).contiguous()  # (1, 80, frames)
-        total = mu.shape[2]
-        spks = flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(ref["embedding"]), dim=1))
-        cond = torch.zeros(1, 80, total, device=self.device, dtype=mu.dtype)
-        cond[:, :, :prompt_frames] = prompt_feat.transpose(1, 2)
-        mask = torch.ones(1, 1, total, device=self.device, dtype=mu.dtype)
-        speech_frames = total - prompt_frames
-        z = torch.cat([self._prompt_noise.take(0, prompt_frames).flip(2),
-                       self._speech_noise.take(FRAMES_PER_TOKEN * start, speech_frames)], dim=2)
-        z = z.to(device=self.device, dtype=mu.dtype)
-        t_span = torch.linspace(0, 1, self.n_timesteps + 1, device=self.device, dtype=mu.dtype)
-        decoder = flow.decoder
-        if self.meanflow:  # Turbo's distilled decoder: plain Euler steps with (t, r) pairs
-            for t, r in zip(t_span[:-1], t_span[1:], strict=True):
-                t, r = t[None], r[None]
-                z = z + (r - t) * decoder.estimator(z, mask=mask, mu=mu, t=t, spks=spks, cond=cond, r=r)
-            feat = z
-        else:
-            if decoder.t_scheduler == "cosine":
-                t_span = 1 - torch.cos(t_span * 0.5 * math.pi)
-            feat = decoder.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond)
-        return feat[:, :, prompt_frames:].float()
+        speech_frames = FRAMES_PER_TOKEN * speech.shape[1]
+        noise = torch.cat([self._prompt_noise.take(0, prompt_frames).flip(2),
+                           self._speech_noise.take(FRAMES_PER_TOKEN * start, speech_frames)], dim=2)
+        return FlowInput(torch.cat([prompt, speech], dim=1), prompt_feat, ref["embedding"],
+                         noise.to(self.device), self.meanflow, self.n_timesteps)
+
+    def mels(self, tokens: list[int], start: int = 0, prompt_tokens: int | None = None) -> torch.Tensor:
+        """Mel frames (1, 80, 2 * (len(tokens) - start)) of `tokens[start:]` (see `flow_input`)."""
+        return flow_mels(self.flow, [self.flow_input(tokens, start, prompt_tokens)])[0]
 
     # -- vocoder -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -167,26 +148,102 @@ class SpeechStream:
         self._speech_tail = wav[-keep:]
         return wav[:-keep].float().cpu()
 
-    def decode(self, tokens: list[int], final: bool) -> torch.Tensor:
-        """Audio for the settled frames of `tokens` (every token so far) not returned before."""
+    def prepare(self, tokens: list[int], final: bool) -> Decode | None:
+        """What decoding the settled frames of `tokens` (every token so far) not returned before takes:
+        a flow pass, which may run in one batch with other streams' (`flow_mels`), then `finish`. None:
+        no new frame is settled yet."""
         tokens = [t for t in tokens if t < SPEECH_VOCAB]
         if final:
             tokens = tokens + [SILENCE_TOKEN] * 3
         if not tokens:
-            return torch.zeros(0)
+            return None
         total = FRAMES_PER_TOKEN * len(tokens)
         settled = total if final else max(0, total - LOOKAHEAD_FRAMES)
         if settled <= self.frames_done:
-            return torch.zeros(0)
+            return None
         start = 0  # first token of the window: some context before the first unsettled frame
         if self.context_tokens is not None:
             start = max(0, self.frames_done // FRAMES_PER_TOKEN - self.context_tokens)
         window = self.first_prompt_tokens if self.frames_done == 0 and not final else self.prompt_tokens
-        mels = self.mels(tokens, start, window)
-        offset = FRAMES_PER_TOKEN * start
-        new = mels[:, :, self.frames_done - offset:settled - offset]
-        self.frames_done = settled
-        return self.vocode(new, final, right=mels[:, :, settled - offset:])
+        return Decode(self, self.flow_input(tokens, start, window), FRAMES_PER_TOKEN * start, settled, final)
+
+    def finish(self, decode: Decode, mels: torch.Tensor) -> torch.Tensor:
+        """The audio of a prepared decode, given its flow pass's mels (1-D float32, CPU)."""
+        offset = decode.offset
+        new = mels[:, :, self.frames_done - offset:decode.settled - offset]
+        self.frames_done = decode.settled
+        return self.vocode(new, decode.final, right=mels[:, :, decode.settled - offset:])
+
+    def decode(self, tokens: list[int], final: bool) -> torch.Tensor:
+        """Audio for the settled frames of `tokens` (every token so far) not returned before."""
+        decode = self.prepare(tokens, final)
+        if decode is None:
+            return torch.zeros(0)
+        return self.finish(decode, flow_mels(self.flow, [decode.flow])[0])
+
+
+@dataclass(frozen=True)
+class FlowInput:
+    """One flow pass's inputs: tokens (1, n) (the voice prompt's, then speech), the prompt's mel frames
+    (1, frames, 80), the speaker embedding, and the starting noise (1, 80, 2n)."""
+
+    tokens: torch.Tensor
+    prompt_feat: torch.Tensor
+    embedding: torch.Tensor
+    noise: torch.Tensor
+    meanflow: bool
+    n_timesteps: int
+
+    @property
+    def shape(self) -> tuple:
+        """Passes with the same shape run as one batch."""
+        return self.tokens.shape[1], self.prompt_feat.shape[1], self.meanflow, self.n_timesteps
+
+
+@dataclass(frozen=True)
+class Decode:
+    """A prepared `SpeechStream` decode: its flow pass, and which of the pass's frames become audio."""
+
+    stream: SpeechStream
+    flow: FlowInput
+    offset: int
+    """Speech frames left out before the pass's first one (its window starts there)."""
+    settled: int
+    final: bool
+
+
+@torch.inference_mode()
+def flow_mels(flow, inputs: list[FlowInput]) -> list[torch.Tensor]:
+    """The speech mel frames (1, 80, frames) of each pass, run as one batch (all of the same `shape`)."""
+    first = inputs[0]
+    if any(i.shape != first.shape for i in inputs):
+        raise ValueError("only flow passes of one shape run as a batch")
+    device = first.tokens.device
+    batch = len(inputs)
+    all_tokens = torch.cat([i.tokens for i in inputs])
+    lengths = torch.full((batch,), all_tokens.shape[1], device=device)
+    h, _ = flow.encoder(flow.input_embedding(all_tokens), lengths)
+    mu = flow.encoder_proj(h).transpose(1, 2).contiguous()  # (batch, 80, frames)
+    total, prompt_frames = mu.shape[2], first.prompt_feat.shape[1]
+    embeddings = torch.cat([torch.atleast_2d(i.embedding) for i in inputs])
+    spks = flow.spk_embed_affine_layer(F.normalize(embeddings, dim=1))
+    cond = torch.zeros(batch, 80, total, device=device, dtype=mu.dtype)
+    cond[:, :, :prompt_frames] = torch.cat([i.prompt_feat for i in inputs]).transpose(1, 2)
+    mask = torch.ones(batch, 1, total, device=device, dtype=mu.dtype)
+    z = torch.cat([i.noise for i in inputs]).to(dtype=mu.dtype)
+    t_span = torch.linspace(0, 1, first.n_timesteps + 1, device=device, dtype=mu.dtype)
+    decoder = flow.decoder
+    if first.meanflow:  # Turbo's distilled decoder: plain Euler steps with (t, r) pairs
+        for t, r in zip(t_span[:-1], t_span[1:], strict=True):
+            t, r = t.expand(batch), r.expand(batch)
+            z = z + (r - t)[:, None, None] * decoder.estimator(z, mask=mask, mu=mu, t=t, spks=spks, cond=cond,
+                                                                r=r)
+        feat = z
+    else:
+        if decoder.t_scheduler == "cosine":
+            t_span = 1 - torch.cos(t_span * 0.5 * math.pi)
+        feat = decoder.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond)
+    return [feat[i:i + 1, :, prompt_frames:].float() for i in range(batch)]
 
 
 @torch.inference_mode()

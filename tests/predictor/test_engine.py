@@ -24,9 +24,10 @@ from chatterbox_predictor.loading import load_model
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
 from chatterbox_predictor.stream_plan import TURBO_PLAN, StreamPlan
-from chatterbox_predictor.t3_stream import ConditioningPrefix, SlotCache, T3Stream, with_exaggeration
+from chatterbox_predictor.t3_stream import ConditioningPrefix, SlotCache, T3Batch, T3Stream, with_exaggeration
 from chatterbox_predictor.variants import MULTILINGUAL, TURBO, get_variant
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
+from tests.support.chatterbox import snr_db
 
 # Measured streamed-vs-one-shot SNR on the small random Turbo checkpoint (its S3Gen is full size): 26.5 dB
 # for the waveform, whatever the flow window (HiFT's random excitation noise differs between chunked and
@@ -60,10 +61,6 @@ def _library(directory, variant=TURBO) -> VoiceLibrary:
 
 def _run(engine: Engine, request: SynthesisRequest):
     return list(engine.synthesize(request, threading.Event()))
-
-
-def _snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((signal - reference) ** 2)))
 
 
 def _library_text_tokens(model, variant: str, text: str) -> torch.Tensor:
@@ -208,7 +205,7 @@ def test_streamed_audio_matches_a_one_shot_decode_of_the_same_tokens(engine, tur
     one_shot = SpeechStream(turbo_model.s3gen, turbo_model.conds.gen, meanflow=True, seed=11).decode(
         tokens, final=True).numpy()
     assert streamed.shape == one_shot.shape
-    snr = _snr_db(streamed, one_shot)
+    snr = snr_db(streamed, one_shot)
     print(f"streamed vs one-shot SNR: {snr:.1f} dB over {len(chunks)} chunks")
     assert snr >= SNR_FLOOR_DB
 
@@ -236,7 +233,7 @@ def test_streamed_mels_match_a_one_shot_decode_with_the_whole_prompt(request, va
     one_shot = SpeechStream(model.s3gen, model.conds.gen, meanflow=meanflow, seed=11).mels(
         tokens + [SILENCE_TOKEN] * 3)
     assert streamed.shape == one_shot.shape and len(spoken) == passes == (4 if meanflow else 3)
-    snr = _snr_db(streamed.numpy(), one_shot.numpy())
+    snr = snr_db(streamed.numpy(), one_shot.numpy())
     print(f"streamed mels ({variant}, {window}) vs one-shot: {snr:.1f} dB")
     assert snr >= MEL_SNR_FLOOR_DB[variant, window]
 
@@ -363,12 +360,42 @@ def test_stopping_the_engine_ends_a_running_stream_with_an_error_and_fails_the_w
     assert not worker.ready and worker.active == 0
 
 
-def test_loading_the_engine_runs_a_warm_up_generation_with_the_builtin_voice(random_checkpoint, tmp_path,
-                                                                              caplog):
+def test_loading_the_engine_warms_it_up_and_all_its_model_work_runs_on_the_engines_own_thread(
+        random_checkpoint, tmp_path, caplog, monkeypatch):
+    """Finding the checkpoint, loading, the warm-up and serving run on one thread, never the caller's (a
+    second thread that ran torch's parallel kernels would slow that one down: see `engine`)."""
+    from chatterbox_predictor import loading
+
     caplog.set_level("INFO", logger="chatterbox_predictor.engine")
-    loaded = Engine.load(random_checkpoint("turbo"), EngineConfig.from_settings(), "cpu", _library(tmp_path))
+    calls: list[tuple[str, int]] = []  # (what ran, on which thread)
+
+    def recorded(what, real):
+        def call(*args, **kwargs):
+            calls.append((what, threading.get_ident()))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(loading, "load_model", recorded("load", loading.load_model))
+    monkeypatch.setattr(T3Batch, "step", recorded("step", T3Batch.step))
+    find = recorded("checkpoint", lambda: random_checkpoint("turbo"))
+    loaded = Engine.load(find, EngineConfig.from_settings(), "cpu", _library(tmp_path))
     assert any("warm-up generation took" in r.message for r in caplog.records)
     assert loaded.config.watermark and loaded.variant.name == "turbo"
+    assert loaded.checkpoint_dir == random_checkpoint("turbo")
+    loading_calls = len(calls)
+    loaded.start()
+
+    async def speak():
+        request = SynthesisRequest("Hi.", params=SamplingParams(max_new_tokens=8))
+        return [chunk async for chunk in loaded.stream(request)]
+
+    try:
+        assert asyncio.run(speak())
+    finally:
+        loaded.stop()
+    assert [what for what, _ in calls[:3]] == ["checkpoint", "load", "step"]  # then the warm-up's steps
+    assert len(calls) > loading_calls  # the request's steps
+    assert {thread for _, thread in calls} == {loaded.thread.ident} != {threading.get_ident()}
 
 
 @pytest.mark.parametrize("sizes", [(5, 100), (20, 5), ()])

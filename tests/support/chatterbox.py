@@ -5,6 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 
+import numpy as np
+
+
+def snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
+    """How far `signal` is from `reference`: the reference's energy over the difference's, in dB."""
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((signal - reference) ** 2)))
+
 
 @contextlib.contextmanager
 def capped_speech_tokens(model, limit: int):
