@@ -255,6 +255,9 @@ def test_without_keys_the_page_works_at_once_with_the_variants_options_and_the_s
         speed.press("ArrowRight")
     expect(speed).to_have_value("1.5")
     page.get_by_label("Text").fill("Bonjour tout le monde.")
+    # A fixed seed: under an unseeded one, make test once got a "Done" with no audio at all (random
+    # weights may end the speech at once; not investigated further, see the issue 15 note of stop 22).
+    page.get_by_label("Seed").fill("7")
     page.get_by_role("button", name="Speak").click()
     expect(page.locator("#status")).to_contain_text("Done", timeout=180_000)
     assert samples(page, "#played") == samples(page, "#received") > 0
