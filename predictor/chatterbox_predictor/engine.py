@@ -521,8 +521,9 @@ class Batcher:
     leaves the batch and the next piece's joins at the end; a finished request leaves.
 
     The chunks' S3Gen flow passes run as one batch where they have the same shape (streams at the same
-    point of their chunk plans, as requests that arrive together are): on the development CPU four passes
-    batched cost 0.72 of four one after another (full-size Turbo, `bench/flow.py`). The vocoder runs per
+    point of their chunk plans, as requests that arrive together are): on the development CPU four first-
+    chunk passes batched cost 0.70 of four one after another, eight 0.63 (full-size Turbo, `bench/flow.py`,
+    bench/results/flow.json). The vocoder runs per
     stream (its excitation noise is the stream's own). Requests that have not delivered audio yet go
     first: the first chunk (the time to first audio) should not wait behind another stream's later one.
     """

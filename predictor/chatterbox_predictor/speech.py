@@ -165,7 +165,7 @@ class SpeechStream:
         if self.context_tokens is not None:
             start = max(0, self.frames_done // FRAMES_PER_TOKEN - self.context_tokens)
         window = self.first_prompt_tokens if self.frames_done == 0 and not final else self.prompt_tokens
-        return Decode(self, self.flow_input(tokens, start, window), FRAMES_PER_TOKEN * start, settled, final)
+        return Decode(self.flow_input(tokens, start, window), FRAMES_PER_TOKEN * start, settled, final)
 
     def finish(self, decode: Decode, mels: torch.Tensor) -> torch.Tensor:
         """The audio of a prepared decode, given its flow pass's mels (1-D float32, CPU)."""
@@ -204,7 +204,6 @@ class FlowInput:
 class Decode:
     """A prepared `SpeechStream` decode: its flow pass, and which of the pass's frames become audio."""
 
-    stream: SpeechStream
     flow: FlowInput
     offset: int
     """Speech frames left out before the pass's first one (its window starts there)."""
