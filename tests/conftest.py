@@ -7,8 +7,10 @@ All are session-scoped and built lazily: a tier that never asks for one never pa
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +39,7 @@ def images() -> Images:
 
     The build is the one `make images` runs; with the layers cached it takes seconds, cold about five
     minutes (the predictor's dependency layer)."""
-    from tests.support.containers import DockerError
+    from tests.support.containers import DockerError, remove_leftover_containers
     from tests.support.controlplane import REPO_ROOT
 
     tags = Images(predictor="chatterbox-predictor:image-tier", operator="voice-operator:image-tier")
@@ -50,6 +52,7 @@ def images() -> Images:
     print(result.stderr)  # the build's timings and the stand-in notice, in pytest's captured output
     if result.returncode != 0:
         raise DockerError(f"building the images failed:\n{result.stderr[-6000:]}")
+    remove_leftover_containers()
     return tags
 
 
@@ -74,15 +77,43 @@ def random_checkpoint(tmp_path_factory):
     A random-weight checkpoint of the real architecture in the layout the variant's `from_local` reads
     (see chatterbox_predictor.random_checkpoint). `small` has a two-block transformer; `full` has the
     real shapes and costs minutes and gigabytes, so only tests marked `slow` ask for it.
+
+    Removed at the session's end whatever its result: pytest keeps a failed session's temporary files
+    (three sessions' worth), and five checkpoints are 11 GB that the next run's node images need.
+    Random weights are rebuilt from a seed, so nothing is lost. A killed session never reaches its
+    end: this one removes such a session's checkpoints first.
     """
     from chatterbox_predictor.random_checkpoint import build_random_checkpoint
 
+    _remove_checkpoints_of_dead_sessions(tmp_path_factory.getbasetemp())
     built = {}
+    directories = []
 
     def build(variant: str = "turbo", size: str = "small"):
         if (variant, size) not in built:
             directory = tmp_path_factory.mktemp(f"checkpoint-{variant}-{size}")
+            directories.append(directory)
             built[variant, size] = build_random_checkpoint(directory, variant, size)
         return built[variant, size]
 
-    return build
+    yield build
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_checkpoints_of_dead_sessions(basetemp: Path) -> None:
+    """The checkpoints under pytest's other numbered session directories whose session is no longer
+    running: pytest's `.lock` there holds its pid and goes when the session ends."""
+    for directory in basetemp.parent.glob("pytest-*/checkpoint-*"):
+        session = directory.parent
+        if session == basetemp or _running(session / ".lock"):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _running(lock: Path) -> bool:
+    try:
+        os.kill(int(lock.read_text()), 0)
+    except (OSError, ValueError):  # no lock, a garbled one, or no such process
+        return False
+    return True

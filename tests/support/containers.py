@@ -19,6 +19,8 @@ APPUSER = 1000  # the images' non-root user (Dockerfile.predictor, Dockerfile.op
 # First start of the predictor container builds its random checkpoint and loads it: about 2-3 minutes
 # here; the limit leaves room for a busy machine.
 HEALTHY_TIMEOUT_S = 600
+# Marks the containers this tier starts, so that a later run finds those a killed run left.
+TIER_LABEL = "io.chatterbox-tts.test-tier=images"
 
 
 class DockerError(RuntimeError):
@@ -63,8 +65,15 @@ class Container:
 
 def run_container(image: str, *args: str, docker_args: tuple[str, ...] = ()) -> Container:
     name = unique_name("image-tier")
-    docker("run", "-d", "--name", name, *docker_args, image, *args)
+    docker("run", "-d", "--name", name, "--label", TIER_LABEL, *docker_args, image, *args)
     return Container(name)
+
+
+def remove_leftover_containers() -> None:
+    """Removes the containers a killed run of this tier left (its teardown never ran): each keeps the
+    checkpoint it built, about 2 GB, until removed."""
+    for container in docker("ps", "-a", "-q", "--filter", f"label={TIER_LABEL}").split():
+        docker("rm", "-f", "-v", container, check=False)
 
 
 def wait_healthy(container: Container, timeout: float = HEALTHY_TIMEOUT_S) -> float:

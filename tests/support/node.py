@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -112,7 +113,8 @@ class Cluster(ControlPlane):
                                 ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager")),
                  self._kube_proxy_cleanup, self._remove_leftover_containers,
                  lambda: self._terminate("containerd"), host.remove_cgroups,
-                 lambda: host.unmount_under(self.node_dir), self._remove_log_links, host.network_down,
+                 lambda: host.unmount_under(self.node_dir), self._remove_store, self._remove_log_links,
+                 host.network_down,
                  lambda: host.write_sysctls(self.sysctls), super().stop,
                  lambda: host.STATE.unlink(missing_ok=True)]
         for step in steps:
@@ -390,6 +392,12 @@ class Cluster(ControlPlane):
         for container in (self.ctr("containers", "list", "-q", check=False) or "").split():
             self.ctr("containers", "delete", container, check=False)
 
+    def _remove_store(self) -> None:
+        """containerd's content store and snapshots: the imported images, unpacked (about 15 GB with
+        the predictor's). Kept past the session, a failed run's copy would fill the disk the next
+        run imports into."""
+        shutil.rmtree(self.node_dir / "containerd", ignore_errors=True)
+
     def _remove_log_links(self) -> None:
         """The kubelet's links in /var/log/containers to our pods' logs."""
         links = Path("/var/log/containers")
@@ -401,5 +409,6 @@ class Cluster(ControlPlane):
         """What of the node is still on this machine after `stop()`: should be nothing."""
         links = [str(p) for p in Path("/var/log/containers").glob("*.log")
                  if p.is_symlink() and str(self.pod_logs_dir) in os.readlink(p)]
-        return host.leftovers(self.node_dir, self.sysctls) + links + [
+        store = [str(self.node_dir / "containerd")] if (self.node_dir / "containerd").exists() else []
+        return host.leftovers(self.node_dir, self.sysctls) + links + store + [
             f"process {name}" for name, proc in self._procs if proc.poll() is None]
