@@ -258,6 +258,31 @@ def print_concurrency(levels: list[dict]) -> None:
               f"{e['audio_s_per_wall_s'] / base['audio_s_per_wall_s']:>10.2f}")
 
 
+# Issue 15's CPU targets at 4 streams: aggregate throughput against max_batch_size 1, and time to first
+# audio p95 against the same engine's single stream.
+TARGET_LEVEL, TARGET_THROUGHPUT, TARGET_TTFA = 4, 1.7, 2.0
+
+
+def check_targets(levels: list[dict]) -> list[str]:
+    """Lines saying whether the batched engine meets the targets (empty without levels 1 and 4)."""
+    def ours(level: int, batched: bool) -> dict | None:
+        sizes = [e["max_batch_size"] for e in levels if e["engine"] == "ours" and e["concurrency"] == level]
+        size = max(sizes, default=None) if batched else 1
+        return next((e for e in levels if e["engine"] == "ours" and e["concurrency"] == level
+                     and e["max_batch_size"] == size), None)
+
+    batched, serial, alone = ours(TARGET_LEVEL, True), ours(TARGET_LEVEL, False), ours(1, True)
+    if not (batched and serial and alone) or batched is serial:
+        return []
+    gain = batched["audio_s_per_wall_s"] / serial["audio_s_per_wall_s"]
+    wait = batched["ttfa_p95_s"] / alone["ttfa_p95_s"]
+    verdict = {True: "met", False: "NOT met"}
+    return [f"{TARGET_LEVEL} streams, max_batch_size {batched['max_batch_size']}: throughput {gain:.2f}x "
+            f"max_batch_size 1's (target >= {TARGET_THROUGHPUT}: {verdict[gain >= TARGET_THROUGHPUT]}); "
+            f"time to first audio p95 {batched['ttfa_p95_s']:.2f} s, {wait:.2f}x the single stream's "
+            f"{alone['ttfa_p95_s']:.2f} s (target <= {TARGET_TTFA}: {verdict[wait <= TARGET_TTFA]})"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="turbo", help="comma-separated: turbo,english")
@@ -321,6 +346,8 @@ def main(argv=None) -> int:
             "runs": args.runs, "cpu": platform.processor() or platform.machine()}
     if levels:
         print_concurrency(level_results)
+        for line in check_targets(level_results):
+            print(line)
         payload = {**meta, "levels": level_results}
     else:
         print_single(cases)

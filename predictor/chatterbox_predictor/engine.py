@@ -470,7 +470,7 @@ class Synthesis:
                          self.generator, self.prefix)
         self._speech = engine._speech_stream(self.conds.gen, self.seed + 7919 * self.piece_no,
                                              request.stream, self.piece_no == 0)
-        self._bounds = engine.config.plan.bounds()
+        self._bounds = engine.config.plan.bounds(self.index)
         self._next_bound = next(self._bounds) if request.stream else None
         self._tokens: list[int] = []
         self._reported = 0
@@ -522,10 +522,11 @@ class Batcher:
 
     The chunks' S3Gen flow passes run as one batch where they have the same shape (streams at the same
     point of their chunk plans, as requests that arrive together are): on the development CPU four first-
-    chunk passes batched cost 0.70 of four one after another, eight 0.63 (full-size Turbo, `bench/flow.py`,
-    bench/results/flow.json). The vocoder runs per
-    stream (its excitation noise is the stream's own). Requests that have not delivered audio yet go
-    first: the first chunk (the time to first audio) should not wait behind another stream's later one.
+    chunk passes (Turbo's 1 s prompt tail) batched cost 0.55 of four one after another, eight 0.46; with
+    the 3 s tail of later chunks 0.70 and 0.63 (full-size Turbo, `bench/flow.py`, bench/results/flow.json).
+    The vocoder runs per stream (its excitation noise is the stream's own). Requests that have not
+    delivered audio yet go first: the first chunk (the time to first audio) should not wait behind
+    another stream's later one.
     """
 
     def __init__(self, t3):

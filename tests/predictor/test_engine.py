@@ -197,6 +197,15 @@ def test_chunks_arrive_in_order_small_first_and_timed(engine):
     assert len(chunks[0].pcm16()) == 2 * len(chunks[0].audio)
 
 
+def test_a_later_text_piece_goes_on_with_the_chunk_sizes_the_request_reached(engine):
+    sentence = "This sentence is long enough that two of them make more than one text piece, " * 2
+    text = f"{sentence.strip()}. {sentence.strip()}."
+    chunks = _run(engine, SynthesisRequest(text, params=SamplingParams(max_new_tokens=40), seed=5))
+    # Piece 0: bounds 10 and 30, then the cap at 40; piece 1 starts at the plan's fourth size (80), so
+    # its 40 tokens are one chunk rather than 10, 20 and 10 again.
+    assert [(c.piece, len(c.tokens)) for c in chunks] == [(0, 10), (0, 20), (0, 10), (1, 40)]
+
+
 def test_streamed_audio_matches_a_one_shot_decode_of_the_same_tokens(engine, turbo_model):
     chunks = _run(engine, SynthesisRequest("A longer sentence to stream in several chunks.",
                                            params=SamplingParams(max_new_tokens=80), seed=11))
