@@ -264,20 +264,17 @@ TARGET_LEVEL, TARGET_THROUGHPUT, TARGET_TTFA = 4, 1.7, 2.0
 
 
 def check_targets(levels: list[dict]) -> list[str]:
-    """Lines saying whether the batched engine meets the targets (empty without levels 1 and 4)."""
-    def ours(level: int, batched: bool) -> dict | None:
-        sizes = [e["max_batch_size"] for e in levels if e["engine"] == "ours" and e["concurrency"] == level]
-        size = max(sizes, default=None) if batched else 1
-        return next((e for e in levels if e["engine"] == "ours" and e["concurrency"] == level
-                     and e["max_batch_size"] == size), None)
-
-    batched, serial, alone = ours(TARGET_LEVEL, True), ours(TARGET_LEVEL, False), ours(1, True)
-    if not (batched and serial and alone) or batched is serial:
+    """A line saying whether the batched engine meets the targets (none without levels 1 and 4)."""
+    ours = {(e["concurrency"], e["max_batch_size"]): e for e in levels if e["engine"] == "ours"}
+    largest = max(size for _, size in ours)
+    batched, serial = ours.get((TARGET_LEVEL, largest)), ours.get((TARGET_LEVEL, 1))
+    alone = ours.get((1, largest))
+    if largest == 1 or not (batched and serial and alone):
         return []
     gain = batched["audio_s_per_wall_s"] / serial["audio_s_per_wall_s"]
     wait = batched["ttfa_p95_s"] / alone["ttfa_p95_s"]
     verdict = {True: "met", False: "NOT met"}
-    return [f"{TARGET_LEVEL} streams, max_batch_size {batched['max_batch_size']}: throughput {gain:.2f}x "
+    return [f"{TARGET_LEVEL} streams, max_batch_size {largest}: throughput {gain:.2f}x "
             f"max_batch_size 1's (target >= {TARGET_THROUGHPUT}: {verdict[gain >= TARGET_THROUGHPUT]}); "
             f"time to first audio p95 {batched['ttfa_p95_s']:.2f} s, {wait:.2f}x the single stream's "
             f"{alone['ttfa_p95_s']:.2f} s (target <= {TARGET_TTFA}: {verdict[wait <= TARGET_TTFA]})"]
