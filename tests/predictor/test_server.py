@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ TOKENS = 30  # speech tokens per request: a little over a second of (noise) audi
 # Seeded wherever a test counts samples: random weights draw end-of-speech by chance too (about one
 # request in 200 at 30 tokens), and an unseeded request that drew it came back short (1 run in 5).
 FAST = {"max_new_tokens": TOKENS, "seed": 1}
+BATCH = 2  # the module server's max_batch_size
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def server(random_checkpoint, voices_dir, tmp_path_factory):
     keys_file.write_text("# mounted Secret\nfile-key\n")
     args = ["--model_name", "chatterbox", "--checkpoint_dir", str(random_checkpoint("turbo")),
             "--voices_dir", str(voices_dir), "--queue_size", "1", "--voice_scan_interval", "0.5",
-            "--api_keys", KEY, "--api_keys_file", str(keys_file)]
+            # Two rows: small enough that a test can fill the batch and then the queue (the burst test).
+            "--max_batch_size", str(BATCH), "--api_keys", KEY, "--api_keys_file", str(keys_file)]
     proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
     try:
         proc.wait_ready("/v2/health/ready")
@@ -502,23 +505,30 @@ def test_a_client_gone_mid_stream_frees_the_worker_and_a_burst_beyond_the_queue_
         assert time.monotonic() < deadline, "the generation went on after its client left"
         time.sleep(0.2)
 
-    # Then a burst while one request is surely running (its first chunk is here): the queue of one takes
-    # exactly one of the burst, the others get 503 at once, and the waiting one is served afterwards.
+    # Then a burst while the batch is surely full: every row has a runner whose first chunk is here. The
+    # worker admits waiting requests only into a free row, so the queue of one takes exactly one of the
+    # burst, the others get 503 at once, and the waiting one is served once a runner ends. (With a free
+    # row the worker would drain the queue between steps, and how many of a burst fit would be a race.)
     async def burst():
-        async with httpx.AsyncClient(base_url=server.url, headers=HEADERS, timeout=300) as ac:
-            runner = {"text": "Keeps the worker busy.", "max_new_tokens": 120, "seed": 3}
-            async with ac.stream("POST", "/tts/generate", json=runner) as running:
+        async with httpx.AsyncClient(base_url=server.url, headers=HEADERS, timeout=300) as ac, \
+                contextlib.AsyncExitStack() as stack:
+            runners = []
+            for seed in range(BATCH):
+                running = await stack.enter_async_context(ac.stream("POST", "/tts/generate", json={
+                    "text": "Keeps the worker busy.", "max_new_tokens": 200, "seed": 3 + seed}))
                 chunks = running.aiter_raw()
-                await anext(chunks)
-                responses = await asyncio.gather(*[ac.post("/tts/generate", json={"text": "Burst.", **FAST})
-                                                   for _ in range(4)])
+                await anext(chunks)  # admitted: it holds a row
+                runners.append((running, chunks))
+            responses = await asyncio.gather(*[ac.post("/tts/generate", json={"text": "Burst.", **FAST})
+                                               for _ in range(4)])
+            for _, chunks in runners:
                 async for _ in chunks:
                     pass
-                return running.status_code, responses
+            return [running.status_code for running, _ in runners], responses
 
-    runner_status, responses = asyncio.run(burst())
+    runner_statuses, responses = asyncio.run(burst())
     statuses = sorted(r.status_code for r in responses)
-    assert runner_status == 200 and statuses == [200, 503, 503, 503], statuses
+    assert runner_statuses == [200] * BATCH and statuses == [200, 503, 503, 503], statuses
     refused = [r for r in responses if r.status_code == 503]
     assert all(r.headers["retry-after"].isdigit() and "waiting" in r.json()["detail"] for r in refused)
 
