@@ -3,7 +3,12 @@
 Both run on the same random-weight full-size checkpoint (built once into the model cache), with the same
 seed and the same speech-token budget. Our token loop samples exactly as the library's does, so under
 one seed both draw the same tokens and produce audio of the same length: the comparison is like for
-like. The library returns its audio at the end, so its time to first audio is its total time.
+like. Our engine runs as the server does, on its own copy of the checkpoint with T3's linear weights
+packed for oneDNN (`--no-pack`: PyTorch's own layers); the library keeps its own layers. The packed sums
+round differently in the last bits, which can part the two draws where two tokens are that close (not
+once in bench/steps.py's 150 tokens); the results keep both audio lengths (`audio_s`,
+`baseline_audio_s`). The library returns its audio at the end, so its time to first audio is its total
+time.
 
 Every case runs `--runs` times (default 3), interleaved with the library's, after both were warmed on the
 measured texts; the tables give medians and the spread. `--concurrency 1,2,4,8` measures many streams at
@@ -33,7 +38,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.support (the library's token cap)
 
-from chatterbox_predictor.engine import Engine, EngineConfig, ModelThread, SynthesisRequest  # noqa: E402
+from chatterbox_predictor.engine import (  # noqa: E402
+    Engine,
+    EngineConfig,
+    ModelThread,
+    SynthesisRequest,
+    prepare_t3,
+)
 from chatterbox_predictor.loading import load_model  # noqa: E402
 from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
 from chatterbox_predictor.sampling import SamplingParams  # noqa: E402
@@ -293,6 +304,9 @@ def main(argv=None) -> int:
                              "generate() one after another; instead of the single-stream cases")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                         help="our engine's T3 dtype (the library runs its own way, float32, on a copy)")
+    parser.add_argument("--no-pack", dest="pack", action="store_false",
+                        help="our engine's T3 keeps PyTorch's own linear layers (default: packed for oneDNN, "
+                             "as the server does on a CPU)")
     parser.add_argument("--flow-prompt-tokens", type=int, default=None,
                         help="voice prompt S3Gen sees while streaming, 0 for all of it "
                              "(default: the variant's stream plan)")
@@ -317,14 +331,15 @@ def main(argv=None) -> int:
             window = args.flow_prompt_tokens or None
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
         voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
+        settings = dict(variant=variant, stream_plan=plan, queue_size=max([16, *levels]), dtype=args.dtype,
+                        pack_weights=args.pack)
         ours = model
-        if args.dtype != "float32":  # a second copy: the library's generate() keeps float32
+        if args.dtype != "float32" or args.pack:  # a second copy: the library's generate() keeps its own
             ours = thread.call(load_model, directory, variant, device="cpu")
-            thread.call(ours.t3.to, dtype=getattr(torch, args.dtype))
+            thread.call(prepare_t3, ours, EngineConfig.from_settings(**settings))
 
-        def engine(batch: int, plan=plan, variant=variant, ours=ours, voices=voices) -> Engine:
-            config = EngineConfig.from_settings(variant=variant, stream_plan=plan, max_batch_size=batch,
-                                                queue_size=max([16, *levels]), dtype=args.dtype)
+        def engine(batch: int, ours=ours, voices=voices, settings=settings) -> Engine:
+            config = EngineConfig.from_settings(max_batch_size=batch, **settings)
             return Engine(ours, config, "cpu", voices, thread)
 
         thread.call(run_library, model, "Warm up.", 5, 0)
@@ -338,9 +353,9 @@ def main(argv=None) -> int:
         for entry in concurrency(model, engines, thread, levels, args):
             level_results.append({"variant": name, **entry})
 
-    meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "threads": torch.get_num_threads(),
-            "tokens": args.tokens,
-            "runs": args.runs, "cpu": platform.processor() or platform.machine()}
+    meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "packed": args.pack,
+            "threads": torch.get_num_threads(), "tokens": args.tokens, "runs": args.runs,
+            "cpu": platform.processor() or platform.machine()}
     if levels:
         print_concurrency(level_results)
         for line in check_targets(level_results):

@@ -1,11 +1,11 @@
-"""T3's decoding step by batch size and dtype, and what bfloat16 does to the drawn tokens (CPU).
+"""T3's decoding step by batch size, dtype and weight layout, and what each does to the drawn tokens (CPU).
 
 `.venv/bin/python bench/steps.py`: on the random full-size Turbo checkpoint, the median time of one
 batched decode step through our `T3Batch` (each row past a voice's conditioning and three sentences) at
-batch sizes 1, 2, 4 and 8, in float32 and in bfloat16; then the same three requests' tokens drawn by T3 in
-each dtype under the same seeds (how far they agree before the first difference, and position by
-position). The bfloat16 T3 is a second copy of the checkpoint: converting one copy back and forth would
-round its float32 weights. Results to bench/results/steps.json.
+batch sizes 1, 2, 4 and 8, in float32 and bfloat16, each with PyTorch's own linear layers and with
+oneDNN's packed ones (`packed_linear`); then the same three requests' tokens drawn under the same seeds in
+each setting against plain float32 (how far they agree before the first difference, and position by
+position). Results to bench/results/steps.json.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 from chatterbox_predictor.loading import load_model  # noqa: E402
+from chatterbox_predictor.packed_linear import pack_linears  # noqa: E402
 from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
 from chatterbox_predictor.sampling import SamplingParams  # noqa: E402
 from chatterbox_predictor.t3_stream import (  # noqa: E402
@@ -34,6 +35,8 @@ from chatterbox_predictor.t3_stream import (  # noqa: E402
 )
 from chatterbox_predictor.variants import get_variant  # noqa: E402
 
+# T3's dtype, and whether its linear layers are packed for oneDNN (packed_linear).
+SETTINGS = ("float32", "float32 packed", "bfloat16", "bfloat16 packed")
 TEXTS = ["The quick brown fox jumps over the lazy dog near the river bank.",
          "Please leave the package at the front door before noon.",
          "Our next train to the city leaves from platform four."]
@@ -72,6 +75,17 @@ def tokens(model, variant, tokens_per_text: int) -> list[list[int]]:
     return out
 
 
+def agreement_with(reference: list[list[int]], drawn: list[list[int]]) -> dict:
+    """Per text: the share of `reference`'s tokens before the first difference, and the share equal
+    position by position."""
+    before, same = [], []
+    for a, b in zip(reference, drawn, strict=True):
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        before.append(round(first / len(a), 2))
+        same.append(round(sum(x == y for x, y in zip(a, b, strict=False)) / len(a), 2))
+    return {"before_first_difference": before, "same_position": same}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,2,4,8")
@@ -83,29 +97,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
     variant = get_variant("turbo")
     directory = random_checkpoint_dir(args.cache, variant, "full")
-    models = {"float32": load_model(directory, variant, device="cpu"),
-              "bfloat16": load_model(directory, variant, device="cpu")}
-    models["bfloat16"].t3.to(dtype=torch.bfloat16)
+    # Each setting is its own copy of the checkpoint: converting or packing one copy in turn would round
+    # its float32 weights.
+    models = {}
+    for name in SETTINGS:
+        model = models[name] = load_model(directory, variant, device="cpu")
+        if name.startswith("bfloat16"):
+            model.t3.to(dtype=torch.bfloat16)
+        if name.endswith("packed") and not pack_linears(model.t3):
+            del models[name]  # this CPU or build has no packed linear for the dtype
     batches = [int(b) for b in args.batches.split(",")]
-    steps = {dtype: {b: step_times(model, variant, b, args.steps) for b in batches}
-             for dtype, model in models.items()}
-    drawn = {dtype: tokens(model, variant, args.tokens) for dtype, model in models.items()}
-    before_first_difference, same_position = [], []
-    for a, b in zip(drawn["float32"], drawn["bfloat16"], strict=True):
-        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        before_first_difference.append(first / len(a))
-        same_position.append(sum(x == y for x, y in zip(a, b, strict=False)) / len(a))
-    print(f"{'batch':>6}{'float32 ms':>12}{'bfloat16 ms':>13}{'bf16/fp32':>11}")
+    steps = {name: {b: step_times(model, variant, b, args.steps) for b in batches}
+             for name, model in models.items()}
+    drawn = {name: tokens(model, variant, args.tokens) for name, model in models.items()}
+    agreement = {name: agreement_with(drawn["float32"], drawn[name]) for name in models if name != "float32"}
+    print(f"{'batch':>6}" + "".join(f"{name:>18}" for name in models) + "   (ms a step; x: over batch 1)")
     for b in batches:
-        f, h = steps["float32"][b], steps["bfloat16"][b]
-        print(f"{b:>6}{f * 1000:>12.0f}{h * 1000:>13.0f}{h / f:>11.2f}")
-    print("bfloat16 vs float32 tokens, share before the first difference:",
-          [round(x, 2) for x in before_first_difference],
-          "same position:", [round(x, 2) for x in same_position])
+        print(f"{b:>6}" + "".join(f"{steps[name][b] * 1000:>10.0f} {steps[name][b] / steps[name][1]:>5.2f}x "
+                                  for name in models))
+    for name, agree in agreement.items():
+        print(f"{name} against float32's tokens: share before the first difference",
+              agree["before_first_difference"], "same position", agree["same_position"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"step_s": steps, "before_first_difference": before_first_difference,
-                                    "same_position": same_position, "threads": torch.get_num_threads()},
-                                   indent=2))
+    args.out.write_text(json.dumps({"step_s": steps, "agreement_with_float32": agreement,
+                                    "threads": torch.get_num_threads()}, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

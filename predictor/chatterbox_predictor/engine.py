@@ -71,6 +71,8 @@ class EngineConfig:
     variant: Variant
     dtype: str
     """Dtype of the T3 transformer (S3Gen stays float32; sampling is always done in float32)."""
+    pack_weights: bool
+    """On the CPU, T3's linear layers take oneDNN's packed weights (packed_linear)."""
     watermark: bool
     """Perth watermark on all audio (Resemble AI's responsible-AI default), seamless across chunks."""
     queue_size: int
@@ -92,6 +94,7 @@ class EngineConfig:
 
         settings = PredictorSettings() if settings is None else settings
         values = dict(variant=get_variant(settings.variant), dtype=settings.dtype,
+                      pack_weights=settings.pack_weights,
                       watermark=settings.watermark, queue_size=settings.queue_size,
                       max_text_chars=settings.max_text_chars, token_cap=settings.token_cap,
                       max_batch_size=settings.max_batch_size)
@@ -224,8 +227,7 @@ class Engine:
 
         directory = checkpoint() if callable(checkpoint) else checkpoint
         model = load_model(directory, config.variant, device=device)
-        if config.dtype != "float32":
-            model.t3.to(dtype=DTYPES[config.dtype])
+        prepare_t3(model, config)
         engine = cls(model, config, device, voices, thread)
         engine.checkpoint_dir = directory
         if config.warmup:
@@ -598,6 +600,17 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001
                 self.drop(synthesis)
                 yield synthesis, _failure(exc)
+
+
+def prepare_t3(model, config: EngineConfig) -> None:
+    """Puts the loaded model's T3 in the configured dtype, then (on the CPU) packs its linear layers; in
+    that order, since a packed weight no longer follows `.to(dtype)`."""
+    if config.dtype != "float32":
+        model.t3.to(dtype=DTYPES[config.dtype])
+    if config.pack_weights and model.t3.device.type == "cpu":
+        from .packed_linear import pack_linears
+
+        log.info("T3: %d linear layers packed for oneDNN", pack_linears(model.t3))
 
 
 def _flow_groups(due: dict[Synthesis, _Due]) -> list[list[Synthesis]]:

@@ -48,9 +48,14 @@ class PredictorSettings(Settings):
                                                    "CUDA when present.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype of the T3 transformer (S3Gen and the sampling stay float32). float32 "
-        "draws exactly the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual "
-        "choice; on a CPU with AVX512-BF16 a step of 2 to 4 streams takes 0.64-0.72 of float32's "
-        "(bench/steps.py). float16: CUDA only.")
+        "draws the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual choice; on a "
+        "CPU with AVX512-BF16 a packed step takes 0.55-0.8 of float32's (bench/steps.py). float16: CUDA "
+        "only.")
+    pack_weights: bool = Field(
+        True, description="On the CPU, lay T3's linear weights out once for oneDNN's kernels: a decode step "
+        "of 2 to 8 streams then costs 1.2-1.4x one stream's instead of 1.8-2.8x, and one stream's is "
+        "faster too (bench/steps.py). Its sums round differently from PyTorch's own in the last bits. No "
+        "effect on CUDA.")
     voices_dir: Path = Field(Path("/voices"), description="Directory of voice files (<voice_id>.pth): the "
                              "volume the operator and uploads write to.")
     voice_scan_interval: float = Field(2.0, gt=0, description="Seconds between scans of the voice directory "
