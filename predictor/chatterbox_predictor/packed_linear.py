@@ -1,19 +1,21 @@
 """T3's linear layers with their weights laid out once for oneDNN's kernels (CPU only).
 
 A decode step multiplies a few rows (one per stream) by every weight of the transformer. PyTorch's CPU
-linear goes to MKL: for one row that is a matrix-vector product, fast; for two to eight rows it is a
-general matrix product that repacks each weight on every call, so a batch of two cost 1.6x a batch of
-one in float32 (bench/results/steps.json) and batching barely paid. oneDNN takes the weight in its own
-blocked layout, made once here, and then reads it as it is: a step's linears then cost about the same
-for one row or eight (bench/linears.py, the figures in the note of issue 15).
+linear goes to MKL: for one row a matrix-vector product, fast; for two to eight rows a general matrix
+product, which on these shapes is slow. In float32 a step of two streams cost 1.77x a step of one, and
+of four 2.74x (full-size Turbo, bench/results/steps.json), so batching barely paid. oneDNN reads weights
+that were put once in its own blocked layout: there a step of two costs 1.12x, of four 1.17x, and a
+single step is faster too (71 ms against 77).
 
 The packed layout replaces the dense weight (no second copy in memory). The results differ from MKL's
 in the last bits (another order of summation), so tokens drawn with packed weights can part from the
 library's where two candidates are within that rounding; tests measure the agreement.
 
 `torch.ops.mkldnn._reorder_linear_weight` and `_linear_pointwise` are the ops PyTorch's own compiler
-(Inductor) uses for frozen CPU linears; they are internal, so `pack_linears` checks that they exist
-(and, for bfloat16, that the CPU has it) and leaves the model as it is when they do not.
+(Inductor) uses for frozen CPU linears in bfloat16 (for float32 it takes MKL's packed product, which in
+a first, noisy measurement here was no faster than the plain one for 2 to 8 rows). They are internal, so
+`pack_linears` checks that they exist (and, for bfloat16, that the CPU has it) and leaves the model as it
+is when they do not.
 """
 
 from __future__ import annotations
