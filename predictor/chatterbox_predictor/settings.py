@@ -49,8 +49,8 @@ class PredictorSettings(Settings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype of the T3 transformer (S3Gen and the sampling stay float32). float32 "
         "draws the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual choice; on a "
-        "CPU with AVX512-BF16 a packed step takes 0.55-0.8 of float32's (bench/steps.py). float16: CUDA "
-        "only.")
+        "CPU with AVX512-BF16 a packed step of 1 to 4 streams takes 0.63-0.81 of float32's, of 8 the same "
+        "(bench/steps.py). float16: CUDA only.")
     pack_weights: bool = Field(
         True, description="On the CPU, lay T3's linear weights out once for oneDNN's kernels: a decode step "
         "of 2 to 8 streams then costs 1.2-1.4x one stream's instead of 1.8-2.8x, and one stream's is "

@@ -97,14 +97,15 @@ def test_packed_and_plain_weights_draw_the_same_tokens_in_a_batch(models, varian
     assert total >= len(TEXTS) * TOKENS // 2 and same >= 0.95 * total
 
 
-def test_the_cloners_gradient_through_packed_layers_is_the_dense_models(models, random_checkpoint):
+def test_the_cloners_gradient_through_packed_layers_is_the_dense_models(models):
     """Tuning differentiates the loss through T3 for the speaker embedding: the packed layers' backward
     must be the real one (the fused op has none of its own)."""
     plain, packed = models["turbo"]
     v = get_variant("turbo")
     cond = plain.conds.t3
     text = v.text_tokens(plain, "Hello there, how are you?", None)
-    example = Example(text.clone(), torch.randint(0, 6000, (1, 30), generator=torch.Generator().manual_seed(1)))
+    speech = torch.randint(0, 6000, (1, 30), generator=torch.Generator().manual_seed(1))
+    example = Example(text.clone(), speech)
     grads = []
     for model in (plain, packed):
         param = cond.speaker_emb.detach().clone().requires_grad_(True)
