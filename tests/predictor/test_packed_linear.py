@@ -42,10 +42,13 @@ def test_a_packed_layer_computes_the_dense_layers_sums_for_any_number_of_rows(bi
                                                None if dense.bias is None else dense.bias.double())
             ours, theirs = packed(x), dense(x)
         assert ours.shape == theirs.shape
-        # As close to the exact sums as PyTorch's own layer is (both round float32 sums of 1024 terms).
-        ours_error = (ours.double() - exact).abs().max().item()
-        theirs_error = (theirs.double() - exact).abs().max().item()
-        assert ours_error <= 4 * theirs_error + 1e-6, (shape, ours_error, theirs_error)
+        # Within the rounding of a float32 sum of n terms, sqrt(n) * eps * sum |x_i w_i| per output (the
+        # usual statistical bound). Not a ratio to MKL's error: oneDNN's summation order depends on the
+        # CPU (on an AMX host its worst error was 7x MKL's, 0.08 of this bound; MKL's 0.03).
+        magnitude = torch.nn.functional.linear(x.double().abs(), dense.weight.double().abs())
+        bound = 1024 ** 0.5 * torch.finfo(torch.float32).eps * magnitude
+        for result in (ours, theirs):
+            assert ((result.double() - exact).abs() <= bound).all(), shape
 
 
 def test_pack_linears_replaces_every_linear_of_the_transformer_and_nothing_it_cannot_serve(models,
