@@ -312,8 +312,7 @@ class Engine:
                         self._finish(jobs, synthesis, item)
             except Exception as exc:  # the shared forward failed: every request in it is lost, not the worker
                 error = _failure(exc)
-                for synthesis in list(batcher.active):
-                    batcher.drop(synthesis)
+                for synthesis in list(batcher.active):  # the batch is dropped whole: its cache may be torn
                     self._finish(jobs, synthesis, error)
                 batcher = Batcher(self.model.t3)
 

@@ -74,7 +74,9 @@ class _SlotLayer(DynamicLayer):
             return
         old = self._k
         have_slots, have_len = (0, 0) if old is None else (old.shape[0], old.shape[2])
-        new_slots = max(slots, have_slots)  # slots are bounded by the batch size: grow to what is asked
+        # Doubling: streams that arrive one by one reallocate (and copy every slot's cache) a few times,
+        # not once each; at most twice the slots the batch size needs are ever held.
+        new_slots = have_slots if slots <= have_slots else max(slots, 2 * have_slots)
         new_len = have_len if length <= have_len else max(length + RESERVE, 2 * have_len)
         shape = (new_slots, like.shape[1], new_len, like.shape[3])
         k, v = like.new_zeros(shape), like.new_zeros(shape)
@@ -289,6 +291,11 @@ class T3Batch:
     Slots stay packed (the rows' slots are 0..n-1 in order), so that the forward reads the cache's first
     slots with no gather: a leaving row's successors move down by its slot count (one copy of their keys
     and values, once). The cache is freed when the last row leaves.
+
+    Joining rows' conditioning prefixes are written at the next step, all at once: each growth of the
+    cache allocates and zeroes every slot's buffers (~125 MB a slot for full-size Turbo) and copies the
+    old ones, and four requests that arrived together took 15, 68, 88 and 108 ms to join one by one on
+    the development CPU, before their first step.
     """
 
     def __init__(self, t3):
@@ -296,6 +303,7 @@ class T3Batch:
         self.rows: list[T3Row] = []
         self.cache: SlotCache | None = None
         self._dtype = next(t3.parameters()).dtype
+        self._joining: list[T3Row] = []
 
     @property
     def slots(self) -> int:
@@ -306,15 +314,32 @@ class T3Batch:
             self.cache = SlotCache(self.t3.tfmr.config.num_hidden_layers)
         row.slot, row.length = self.slots, 0
         if row.prefix is not None:
-            self.cache.write_prefix(row.slot, row.slots, row.prefix)
+            self._joining.append(row)
             row.length = row.prefix.length
         self.rows.append(row)
 
+    def _write_prefixes(self) -> None:
+        """The joining rows' prefixes into their slots, after one growth of the cache for all of them."""
+        joining, self._joining = self._joining, []
+        if not joining:
+            return
+        length = max(row.prefix.length for row in joining)
+        for i, layer in enumerate(self.cache.layers):
+            layer.reserve(self.slots, length, joining[0].prefix.layers[i][0])
+        for row in joining:
+            self.cache.write_prefix(row.slot, row.slots, row.prefix)
+
+    @torch.inference_mode()  # the cache's buffers are inference tensors (the forward may grow them)
     def remove(self, row: T3Row) -> None:
+        if row not in self.rows:  # already gone (a failure while it left)
+            return
         at = self.rows.index(row)
         del self.rows[at]
+        if row in self._joining:
+            self._joining.remove(row)
         for later in self.rows[at:]:
-            self.cache.move(later.slot, later.slot - row.slots, later.slots, later.length)
+            if later not in self._joining and later.length:  # a row not stepped yet has nothing to move
+                self.cache.move(later.slot, later.slot - row.slots, later.slots, later.length)
             later.slot -= row.slots
         row.slot = None
         if not self.rows:
@@ -329,6 +354,7 @@ class T3Batch:
         own in the same step (on the CPU every padded position costs a real one: a 40-token prefill padded
         across four decoding rows is 160 positions). Rows join at the end, so the prefilling rows are the
         last ones and each group is a run of neighbouring slots."""
+        self._write_prefixes()
         inputs = {row: row.feed() for row in self.rows}
         width = max(x.shape[1] for x in inputs.values())
         useful = sum(x.shape[0] * x.shape[1] for x in inputs.values())

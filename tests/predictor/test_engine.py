@@ -24,7 +24,15 @@ from chatterbox_predictor.loading import load_model
 from chatterbox_predictor.sampling import SamplingParams
 from chatterbox_predictor.speech import SILENCE_TOKEN, SpeechStream
 from chatterbox_predictor.stream_plan import TURBO_PLAN, StreamPlan
-from chatterbox_predictor.t3_stream import ConditioningPrefix, SlotCache, T3Batch, T3Stream, with_exaggeration
+from chatterbox_predictor.t3_stream import (
+    ConditioningPrefix,
+    SlotCache,
+    T3Batch,
+    T3Row,
+    T3Stream,
+    _SlotLayer,
+    with_exaggeration,
+)
 from chatterbox_predictor.variants import MULTILINGUAL, TURBO, get_variant
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
 from tests.support.chatterbox import snr_db
@@ -153,6 +161,49 @@ def test_the_slot_cache_holds_each_slots_own_sequence_across_regrowth_and_moves(
         assert torch.equal(layer._v[slot, :, :int(lengths[slot])], -expected)
     cache.move(1, 0, 1, int(lengths[1]))  # slot 0 leaves: slot 1 takes its place
     assert torch.equal(layer._k[0, :, :int(lengths[1])], torch.cat(own[1], dim=2)[0])
+
+
+def test_rows_that_join_together_grow_the_cache_once_and_one_leaving_before_its_step_is_forgotten(
+        turbo_model, monkeypatch):
+    """Requests arriving together used to grow (allocate, zero, copy) every layer's cache once per row
+    before their first step; their prefixes are now written at the step, after one growth."""
+    cond = with_exaggeration(turbo_model.conds.t3, 0.5)
+    prefix = ConditioningPrefix.compute(turbo_model.t3, cond)
+    tokens = _library_text_tokens(turbo_model, "turbo", TEXTS["turbo"])
+
+    def row(seed):
+        params = SamplingParams().resolved(TURBO.sampling_defaults, 4)
+        return T3Row(turbo_model.t3, TURBO, cond, tokens, params, torch.Generator().manual_seed(seed), prefix)
+
+    def alone(seed):
+        batch, r = T3Batch(turbo_model.t3), row(seed)
+        batch.add(r)
+        return [batch.step()[r] for _ in range(3)]
+
+    growths = []
+    grow = _SlotLayer.reserve
+
+    def counted(layer, slots, length, like):
+        before = layer._k
+        grow(layer, slots, length, like)
+        if layer._k is not before:
+            growths.append(layer._k.shape[0])
+    monkeypatch.setattr(_SlotLayer, "reserve", counted)
+    batch, rows = T3Batch(turbo_model.t3), [row(seed) for seed in (1, 2, 3, 4)]
+    for r in rows:
+        batch.add(r)
+    batch.remove(rows[1])  # its client left before the first step
+    drawn = {r: [] for r in rows}
+    for _ in range(3):
+        for r, token in batch.step().items():
+            drawn[r].append(token)
+    layers = turbo_model.t3.tfmr.config.num_hidden_layers
+    assert growths == [3] * layers  # one growth a layer, to the three rows left
+    monkeypatch.undo()
+    for r, seed in zip(rows, (1, 2, 3, 4), strict=True):
+        if r is not rows[1]:
+            assert drawn[r] == alone(seed)
+    assert drawn[rows[1]] == []
 
 
 def test_the_conditioning_prefix_is_computed_once_per_voice_and_exaggeration(engine):
