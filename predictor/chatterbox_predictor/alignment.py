@@ -105,12 +105,13 @@ class AttentionProbe:
         new, total, row = self._new, self._total, slice(self._slot, self._slot + 1)
         hidden, cos, sin = hidden[row, :new], cos[row, :new], sin[row, :new]
         keys, dim = keys[self._slot:self._slot + 1, :, :total], module.head_dim
-        weight, bias = module.q_proj.weight, module.q_proj.bias
+        queries = None
         for layer, head in self.heads:
             if layer != module.layer_idx:
                 continue
-            rows = slice(head * dim, (head + 1) * dim)
-            query = F.linear(hidden, weight[rows], None if bias is None else bias[rows])[0]  # (new, dim)
+            if queries is None:  # through the layer itself: its weight may be packed (packed_linear)
+                queries = module.q_proj(hidden)[0]  # (new, heads * dim)
+            query = queries[:, head * dim:(head + 1) * dim]  # (new, dim)
             query = query * cos[0] + rotate_half(query) * sin[0]
             key = keys[0, head // module.num_key_value_groups]  # (total, dim)
             scores = (query @ key.T) * module.scaling
