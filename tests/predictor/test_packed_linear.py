@@ -20,15 +20,20 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Please leave the packa
 TOKENS = 40
 
 
-@pytest.fixture(scope="module")
-def models(random_checkpoint):
-    """(plain, packed) copies of each small checkpoint; each its own load, so neither is rounded."""
-    def load(variant, pack):
+@pytest.fixture(scope="module", params=["turbo", "english", "multilingual"])
+def pair(request, random_checkpoint):
+    """(variant, plain, packed): two loads of one small checkpoint, so neither is rounded by the other.
+
+    One variant at a time (pytest tears a parametrized module fixture down when its parameter changes):
+    the three variants' six models held together were 14 GB, and the memory this process kept of them
+    starved the servers that later modules start (CI's server tests timed out in their warm-up)."""
+    variant = request.param
+
+    def load(pack):
         model = load_model(random_checkpoint(variant), variant, device="cpu")
         prepare_t3(model, EngineConfig.from_settings(variant=variant, pack_weights=pack))
         return model
-    return {variant: (load(variant, False), load(variant, True))
-            for variant in ("turbo", "english", "multilingual")}
+    return variant, load(False), load(True)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -52,16 +57,17 @@ def test_a_packed_layer_computes_the_dense_layers_sums_for_any_number_of_rows(bi
             assert ((result.double() - exact).abs() <= bound).all(), shape
 
 
-def test_pack_linears_replaces_every_linear_of_the_transformer_and_nothing_it_cannot_serve(models,
-                                                                                          random_checkpoint):
-    for variant, (plain, packed) in models.items():
-        layers = plain.t3.tfmr.config.num_hidden_layers
-        # Turbo (GPT-2): qkv, attention out, two MLP; English and Multilingual (Llama): q, k, v, o and
-        # three MLP.
-        per_layer = 4 if variant == "turbo" else 7
-        assert sum(isinstance(m, PackedLinear) for m in packed.t3.tfmr.modules()) == layers * per_layer
-        assert not any(isinstance(m, PackedLinear) for m in plain.t3.modules())
-        assert packed.t3.device.type == "cpu"  # the library reads the speech head's weight for it
+def test_pack_linears_replaces_every_linear_of_the_transformer_and_nothing_it_cannot_serve(pair):
+    variant, plain, packed = pair
+    layers = plain.t3.tfmr.config.num_hidden_layers
+    # Turbo (GPT-2): qkv, attention out, two MLP; English and Multilingual (Llama): q, k, v, o and three MLP.
+    per_layer = 4 if variant == "turbo" else 7
+    assert sum(isinstance(m, PackedLinear) for m in packed.t3.tfmr.modules()) == layers * per_layer
+    assert not any(isinstance(m, PackedLinear) for m in plain.t3.modules())
+    assert packed.t3.device.type == "cpu"  # the library reads the speech head's weight for it
+
+
+def test_a_half_precision_transformer_is_left_as_it_is(random_checkpoint):
     half = load_model(random_checkpoint("turbo"), "turbo", device="cpu")
     half.t3.to(dtype=torch.float16)  # oneDNN has no float16 linear on the CPU: left as it is
     assert pack_linears(half.t3) == 0 and not any(isinstance(m, PackedLinear) for m in half.t3.modules())
@@ -93,9 +99,8 @@ def _tokens(model, variant: str, seeds) -> list[list[int]]:
     return [drawn[row] for row in rows]
 
 
-@pytest.mark.parametrize("variant", ["turbo", "english", "multilingual"])
-def test_packed_and_plain_weights_draw_the_same_tokens_in_a_batch(models, variant):
-    plain, packed = models[variant]
+def test_packed_and_plain_weights_draw_the_same_tokens_in_a_batch(pair):
+    variant, plain, packed = pair
     seeds = range(len(TEXTS))
     ours, theirs = _tokens(packed, variant, seeds), _tokens(plain, variant, seeds)
     same = sum(a == b for x, y in zip(ours, theirs, strict=True) for a, b in zip(x, y, strict=False))
@@ -106,13 +111,13 @@ def test_packed_and_plain_weights_draw_the_same_tokens_in_a_batch(models, varian
     assert total >= len(TEXTS) * TOKENS // 2 and same >= 0.95 * total
 
 
-def test_the_cloners_gradient_through_packed_layers_is_the_dense_models(models):
+def test_the_cloners_gradient_through_packed_layers_is_the_dense_models(pair):
     """Tuning differentiates the loss through T3 for the speaker embedding: the packed layers' backward
     must be the real one (the fused op has none of its own)."""
-    plain, packed = models["turbo"]
-    v = get_variant("turbo")
+    variant, plain, packed = pair
+    v = get_variant(variant)
     cond = plain.conds.t3
-    text = v.text_tokens(plain, "Hello there, how are you?", None)
+    text = v.text_tokens(plain, "Hello there, how are you?", "fr" if v.needs_language else None)
     speech = torch.randint(0, 6000, (1, 30), generator=torch.Generator().manual_seed(1))
     example = Example(text.clone(), speech)
     grads = []
