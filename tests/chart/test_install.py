@@ -17,7 +17,8 @@ from tests.support.helm import CHART
 
 from .conftest import VALUE_SETS, set_args
 
-GONE_TIMEOUT = 60  # CRDs take a few seconds to go: the API server first deletes their objects
+GONE_TIMEOUT = 60  # CRDs take a few seconds to go: the API server first deletes their objects (see
+# UNCACHED_CRDS in tests/support/controlplane.py for when it took minutes)
 
 
 def _objects(docs: list[dict], namespace: str) -> list[tuple[str, str, str | None]]:
@@ -55,6 +56,18 @@ def _leftovers(kube, release: str, objects) -> list[str]:
         left += found.stdout.split()
     crds = kube.kubectl("get", "crd", "-l", f"app.kubernetes.io/instance={release}", "-o", "name")
     return left + crds.stdout.split()
+
+
+def _why_crds_stay(kube, release: str) -> str:
+    """The Terminating condition of the release's CRDs that are still there: the API server's reason."""
+    found = kube.kubectl("get", "crd", "-l", f"app.kubernetes.io/instance={release}", "-o", "json",
+                         check=False)
+    if found.returncode != 0:
+        return ""
+    reasons = [f"{crd['metadata']['name']}: {c.get('reason')}: {c.get('message')}"
+               for crd in json.loads(found.stdout)["items"]
+               for c in crd.get("status", {}).get("conditions", []) if c["type"] == "Terminating"]
+    return "\n" + "\n".join(reasons) if reasons else ""
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -114,7 +127,7 @@ def test_install_upgrade_and_uninstall_leave_nothing_of_the_release(kube, cluste
     deadline = time.monotonic() + GONE_TIMEOUT
     while (left := _leftovers(kube, release, objects)) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not left, f"left behind by helm uninstall: {left}"
+    assert not left, f"left behind by helm uninstall: {left}{_why_crds_stay(kube, release)}"
 
 
 def _api_key(kube, namespace: str, secret: str, value_set: str) -> str | None:

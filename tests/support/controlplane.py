@@ -30,6 +30,8 @@ import yaml
 from .certs import TinyCA, service_account_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The chart's CRDs, as `plural.group`.
+UNCACHED_CRDS = ("voices.tts.chatterbox-k8s.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
 READY_TIMEOUT_S = 90  # a cold kube-apiserver on two busy cores takes 5-15 s; leave ample room
 # Addresses for Service objects. Without a node nothing routes them; with one, kube-proxy does, on this
 # machine only. The first address is the `kubernetes` Service's, which in-cluster clients dial.
@@ -152,6 +154,12 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
+                # No watch cache for the chart's own CRDs. The tests install and delete them dozens of
+                # times a session, and each deletion rebuilds the group's handlers, which restarts the
+                # sibling CRD's cache. The CRD finalizer then fails its list ("storage is
+                # (re)initializing") and backs off exponentially: here a deletion took 282 s. Lists of
+                # these kinds go to etcd instead, which is always ready.
+                f"--watch-cache-sizes={','.join(f'{crd}#0' for crd in UNCACHED_CRDS)}",
                 *(self._node_flags(pki) if self.node_mode else [
                     "--authorization-mode=RBAC",
                     # The `kubernetes` Service's endpoints would point at the advertise address,
