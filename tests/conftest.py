@@ -21,6 +21,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _collect_each_tests_cycles():
+    """Collect garbage after every test, so that a resource a test leaves open in a reference cycle
+    (a client with its pooled socket) fails that test with its ResourceWarning. Left to the collector's
+    own timing, the warning landed in whatever test ran then: once the teardown of the fuzzing test,
+    for an OpenAI client another test had not closed."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _give_back_a_modules_memory():
     """After each module, collect its models and hand the freed heap back to the system.
