@@ -24,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _collect_each_tests_cycles():
     """Collect garbage after every test, so that a resource a test leaves open in a reference cycle
-    (a client with its pooled socket) fails that test with its ResourceWarning. Left to the collector's
-    own timing, the warning landed in whatever test ran then: once the teardown of the fuzzing test,
-    for an OpenAI client another test had not closed."""
+    (a client with its pooled socket) fails that test with its ResourceWarning. With only the
+    module-end collection below, it failed the module's last test instead: the fuzzing test, for an
+    OpenAI client test_the_openai_client_gets_every_format had not closed."""
     yield
     gc.collect()
 

@@ -296,8 +296,7 @@ def test_voices_written_replaced_or_removed_by_others_are_noticed_without_a_rest
 # -- OpenAI ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
 def test_the_openai_client_gets_every_format(server, fmt):
-    # Closed here: an OpenAI client left open keeps its pooled connection's socket until a later
-    # garbage collection, whose ResourceWarning then fails whichever test it lands in.
+    # Closed: an open client's pooled socket sits in a reference cycle (see tests/conftest.py).
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY) as oa, \
             oa.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hello there.",
                                                            response_format=fmt, extra_body=FAST) as r:
