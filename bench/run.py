@@ -4,11 +4,12 @@ Both run on the same random-weight full-size checkpoint (built once into the mod
 seed and the same speech-token budget. Our token loop samples exactly as the library's does, so under
 one seed both draw the same tokens and produce audio of the same length: the comparison is like for
 like. Our engine runs as the server does, on its own copy of the checkpoint with T3's linear weights
-packed for oneDNN (`--no-pack`: PyTorch's own layers); the library keeps its own layers. The packed sums
-round differently in the last bits, which can part the two draws where two tokens are that close (not
-once in bench/steps.py's 150 tokens); the results keep both audio lengths (`audio_s`,
-`baseline_audio_s`). The library returns its audio at the end, so its time to first audio is its total
-time.
+packed for oneDNN (`--no-pack`: PyTorch's own layers) and S3Gen's flow linears and vocoder convolutions
+in `--s3gen-dtype` (default auto, as the server: bfloat16 on a CPU with AVX512-BF16); the library keeps
+its own layers, all float32. The packed sums round differently in the last bits, which can part the two
+draws where two tokens are that close (not once in bench/steps.py's 150 tokens); the results keep both
+audio lengths (`audio_s`, `baseline_audio_s`). The library returns its audio at the end, so its time to
+first audio is its total time.
 
 Every case runs `--runs` times (default 3), interleaved with the library's, after both were warmed on the
 measured texts; the tables give medians and the spread. `--concurrency 1,2,4,8` measures many streams at
@@ -43,7 +44,9 @@ from chatterbox_predictor.engine import (  # noqa: E402
     EngineConfig,
     ModelThread,
     SynthesisRequest,
+    prepare_s3gen,
     prepare_t3,
+    s3gen_dtype,
 )
 from chatterbox_predictor.loading import load_model  # noqa: E402
 from chatterbox_predictor.random_checkpoint import random_checkpoint_dir  # noqa: E402
@@ -307,6 +310,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-pack", dest="pack", action="store_false",
                         help="our engine's T3 keeps PyTorch's own linear layers (default: packed for oneDNN, "
                              "as the server does on a CPU)")
+    parser.add_argument("--s3gen-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="dtype of our engine's S3Gen products (auto: as the server picks it)")
     parser.add_argument("--flow-prompt-tokens", type=int, default=None,
                         help="voice prompt S3Gen sees while streaming, 0 for all of it "
                              "(default: the variant's stream plan)")
@@ -332,11 +337,14 @@ def main(argv=None) -> int:
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
         voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
         settings = dict(variant=variant, stream_plan=plan, queue_size=max([16, *levels]), dtype=args.dtype,
-                        pack_weights=args.pack)
+                        pack_weights=args.pack, s3gen_dtype=args.s3gen_dtype)
         ours = model
-        if args.dtype != "float32" or args.pack:  # a second copy: the library's generate() keeps its own
+        prepared = EngineConfig.from_settings(**settings)
+        if args.dtype != "float32" or args.pack or s3gen_dtype(prepared, "cpu") != torch.float32:
+            # A second copy: the library's generate() keeps its own.
             ours = thread.call(load_model, directory, variant, device="cpu")
-            thread.call(prepare_t3, ours, EngineConfig.from_settings(**settings))
+            thread.call(prepare_t3, ours, prepared)
+            thread.call(prepare_s3gen, ours, prepared)
 
         def engine(batch: int, ours=ours, voices=voices, settings=settings) -> Engine:
             config = EngineConfig.from_settings(max_batch_size=batch, **settings)
@@ -353,7 +361,10 @@ def main(argv=None) -> int:
         for entry in concurrency(model, engines, thread, levels, args):
             level_results.append({"variant": name, **entry})
 
+    s3gen = str(s3gen_dtype(EngineConfig.from_settings(s3gen_dtype=args.s3gen_dtype), "cpu"))
+    s3gen = s3gen.removeprefix("torch.")
     meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "packed": args.pack,
+            "s3gen_dtype": s3gen,
             "threads": torch.get_num_threads(), "tokens": args.tokens, "runs": args.runs,
             "cpu": platform.processor() or platform.machine()}
     if levels:

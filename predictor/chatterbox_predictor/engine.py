@@ -70,7 +70,9 @@ class EngineConfig:
 
     variant: Variant
     dtype: str
-    """Dtype of the T3 transformer (S3Gen stays float32; sampling is always done in float32)."""
+    """Dtype of the T3 transformer (sampling is always done in float32)."""
+    s3gen_dtype: str
+    """Dtype of S3Gen's flow linear layers and vocoder convolutions, or "auto" (see `s3gen_dtype`)."""
     pack_weights: bool
     """On the CPU, T3's linear layers take oneDNN's packed weights (packed_linear)."""
     watermark: bool
@@ -94,7 +96,7 @@ class EngineConfig:
 
         settings = PredictorSettings() if settings is None else settings
         values = dict(variant=get_variant(settings.variant), dtype=settings.dtype,
-                      pack_weights=settings.pack_weights,
+                      s3gen_dtype=settings.s3gen_dtype, pack_weights=settings.pack_weights,
                       watermark=settings.watermark, queue_size=settings.queue_size,
                       max_text_chars=settings.max_text_chars, token_cap=settings.token_cap,
                       max_batch_size=settings.max_batch_size)
@@ -215,7 +217,7 @@ class Engine:
              voices: VoiceLibrary) -> Engine:
         """Loads (and warms up) the model on the thread its worker will run on, which `start` then uses;
         `checkpoint` is the directory, or a function finding it there (which may build one)."""
-        if config.dtype == "float16" and not device.startswith("cuda"):
+        if "float16" in (config.dtype, config.s3gen_dtype) and not device.startswith("cuda"):
             raise ValueError("float16 is for CUDA; on the CPU use bfloat16 (or float32)")
         thread = ModelThread()
         return thread.call(cls._build, checkpoint, config, device, voices, thread)
@@ -228,6 +230,7 @@ class Engine:
         directory = checkpoint() if callable(checkpoint) else checkpoint
         model = load_model(directory, config.variant, device=device)
         prepare_t3(model, config)
+        prepare_s3gen(model, config)
         engine = cls(model, config, device, voices, thread)
         engine.checkpoint_dir = directory
         if config.warmup:
@@ -610,6 +613,27 @@ def prepare_t3(model, config: EngineConfig) -> None:
         from .packed_linear import pack_linears
 
         log.info("T3: %d linear layers packed for oneDNN", pack_linears(model.t3))
+
+
+def s3gen_dtype(config: EngineConfig, device: torch.device | str) -> torch.dtype:
+    """The dtype S3Gen's flow products and vocoder convolutions compute in on `device` ("auto" resolved)."""
+    from .s3gen_precision import native
+
+    if config.s3gen_dtype != "auto":
+        return DTYPES[config.s3gen_dtype]
+    return torch.bfloat16 if native(torch.bfloat16, device) else torch.float32
+
+
+def prepare_s3gen(model, config: EngineConfig) -> None:
+    """Computes S3Gen's weight normalisations once, then puts its heavy products in `s3gen_dtype` (see
+    s3gen_precision)."""
+    from .s3gen_precision import fold_weight_norm, reduce_s3gen
+
+    folded = fold_weight_norm(model.s3gen)
+    dtype = s3gen_dtype(config, model.s3gen.device)
+    linears, convs = reduce_s3gen(model.s3gen, dtype)
+    log.info("S3Gen: %d weight norms folded; %d flow linear layers and %d vocoder convolutions in %s",
+             folded, linears, convs, dtype)
 
 
 def _flow_groups(due: dict[Synthesis, _Due]) -> list[list[Synthesis]]:

@@ -15,7 +15,7 @@ library's where two candidates are within that rounding; tests measure the agree
 (Inductor) uses for frozen CPU linears in bfloat16 (for float32 it takes MKL's packed product, which in
 a first, noisy measurement here was no faster than the plain one for 2 to 8 rows). They are internal, so
 `pack_linears` checks that they exist (and, for bfloat16, that the CPU has it) and leaves the model as it
-is when they do not.
+is when they do not. S3Gen's flow uses the same layer to compute in bfloat16 (s3gen_precision).
 """
 
 from __future__ import annotations
@@ -39,19 +39,25 @@ class PackedLinear(torch.nn.Module):
     embedding) computes with the dense weight, unpacked for that call.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype | None = None,
+                 rows: int | None = _ROWS_HINT):
+        """`dtype`: what the product computes in (default: the weight's); inputs of another dtype are cast
+        to it and the result back (S3Gen's flow: float32 activations, bfloat16 products). `rows`: the
+        number of input rows oneDNN lays the weight out for (None: its own choice)."""
         super().__init__()
+        dtype = dtype or weight.dtype
         self.out_features, self.in_features = weight.shape
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _ROWS_HINT)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), rows)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            return torch.nn.functional.linear(x, self.packed.to_dense(), self.bias)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return torch.nn.functional.linear(x, self.packed.to_dense().to(x.dtype), bias)
         shape = x.shape
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, self.bias,
-                                               "none", [], "")
-        return y.reshape(*shape[:-1], self.out_features)
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features).to(self.packed.dtype),
+                                               self.packed, self.bias, "none", [], "")
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \

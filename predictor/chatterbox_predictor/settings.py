@@ -47,10 +47,17 @@ class PredictorSettings(Settings):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Device for inference: auto picks "
                                                    "CUDA when present.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Dtype of the T3 transformer (S3Gen and the sampling stay float32). float32 "
-        "draws the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual choice; on a "
-        "CPU with AVX512-BF16 a packed step of 1 to 4 streams takes 0.63-0.81 of float32's, of 8 the same "
-        "(bench/steps.py). float16: CUDA only.")
+        "float32", description="Dtype of the T3 transformer (sampling stays float32; S3Gen: s3gen_dtype). "
+        "float32 draws the library's tokens; bfloat16 reads half the bytes a step: on CUDA the usual choice; "
+        "on a CPU with AVX512-BF16 a packed step of 1 to 4 streams takes 0.63-0.81 of float32's, of 8 the "
+        "same (bench/steps.py). float16: CUDA only.")
+    s3gen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype of S3Gen's heavy products: its flow's linear layers and its vocoder's "
+        "convolutions (their inputs and everything else stay float32). auto: bfloat16 where the device "
+        "computes it natively (CUDA, or a CPU with AVX512-BF16), else float32. On such a CPU a flow pass "
+        "takes 0.68-0.81 of float32's time with its mels 49-52 dB from float32's (streaming's windows are "
+        "~16-19 dB from a one-shot decode), and a vocoder call 0.51-0.57 with its waveform 42 dB from "
+        "float32's. float16: CUDA only.")
     pack_weights: bool = Field(
         True, description="On the CPU, lay T3's linear weights out once for oneDNN's kernels: a decode step "
         "of 2 to 8 streams then costs 1.2-1.4x one stream's instead of 1.8-2.8x, and one stream's is "

@@ -1,5 +1,6 @@
-"""The GPU tier: the engine on CUDA with T3 in bfloat16, alone and batched. Runs only where CUDA is
-visible; elsewhere every test is skipped with the reason (`pytest -rs` prints it).
+"""The GPU tier: the engine on CUDA with T3 in bfloat16, alone and batched, and its S3Gen flow's products
+in bfloat16. Runs only where CUDA is visible; elsewhere every test is skipped with the reason (`pytest
+-rs` prints it).
 
 The agreement floors here are provisional: no GPU was lent to the session that wrote them, so they are
 what bfloat16 must at least keep, not measured numbers; the first run on a GPU should print the measured
@@ -14,11 +15,14 @@ import pytest
 import torch
 
 from chatterbox_predictor.engine import Engine, EngineConfig, SynthesisRequest
+from chatterbox_predictor.loading import load_model
+from chatterbox_predictor.s3gen_precision import CastConv, CastLinear
 from chatterbox_predictor.sampling import SamplingParams
+from chatterbox_predictor.speech import SpeechStream
 from chatterbox_predictor.t3_stream import T3Row
 from chatterbox_predictor.variants import TURBO
 from chatterbox_predictor.voices import VoiceCache, VoiceLibrary
-from tests.support.chatterbox import decode_together
+from tests.support.chatterbox import decode_together, snr_db
 
 pytestmark = [
     pytest.mark.gpu,
@@ -72,3 +76,22 @@ def test_a_batch_of_eight_on_cuda_draws_what_each_draws_alone(engines):
     agreement = [_agreement(alone[i], together[i]) for i in range(8)]
     print("batched vs alone token agreement per stream (bfloat16, CUDA):", agreement)
     assert sum(agreement) / 8 >= 0.5
+
+
+def test_s3gen_computes_in_reduced_precision_on_cuda_within_30_db_of_float32(engines):
+    """auto on CUDA: S3Gen's flow linears and vocoder convolutions in bfloat16; mels and a streamed decode
+    stay 30 dB or more from float32's on the same tokens and noise (the floor the issue sets). The first
+    GPU run should write the measured figures here."""
+    engine = engines["bfloat16"]
+    linears = [m for m in engine.model.s3gen.flow.modules() if isinstance(m, CastLinear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert any(isinstance(m, CastConv) for m in engine.model.s3gen.mel2wav.modules())
+    plain = load_model(engine.checkpoint_dir, TURBO, device="cuda")
+    tokens = torch.randint(0, 6561, (40,), generator=torch.Generator().manual_seed(3)).tolist()
+    streams = [SpeechStream(model.s3gen, model.conds.gen, meanflow=True, seed=11, prompt_tokens=75)
+               for model in (plain, engine.model)]
+    mels = [stream.mels(tokens, prompt_tokens=75).cpu().numpy() for stream in streams]
+    audio = [stream.decode(tokens, final=True).numpy() for stream in streams]
+    mel_snr, audio_snr = snr_db(mels[1], mels[0]), snr_db(audio[1], audio[0])
+    print(f"S3Gen on CUDA, bfloat16 vs float32: mels {mel_snr:.1f} dB, audio {audio_snr:.1f} dB")
+    assert mel_snr >= 30.0 and audio_snr >= 30.0
