@@ -202,6 +202,7 @@ env:
   - {name: CHATTERBOX_RANDOM_WEIGHTS, value: {{ $p.randomWeights | quote }}}
   - {name: CHATTERBOX_DEVICE, value: {{ $p.device | quote }}}
   - {name: CHATTERBOX_DTYPE, value: {{ $p.dtype | quote }}}
+  - {name: CHATTERBOX_S3GEN_DTYPE, value: {{ $p.s3genDtype | quote }}}
   - {name: CHATTERBOX_VOICES_DIR, value: /voices}
   # Hub downloads, generated checkpoints and compiled code go to an emptyDir (the root file system is
   # read-only). numba: librosa compiles with cache=True at import, and numba refuses to import where it
