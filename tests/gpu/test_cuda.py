@@ -1,6 +1,6 @@
-"""The GPU tier: the engine on CUDA with T3 in bfloat16, alone and batched, and its S3Gen flow's products
-in bfloat16. Runs only where CUDA is visible; elsewhere every test is skipped with the reason (`pytest
--rs` prints it).
+"""The GPU tier: the engine on CUDA with T3 in bfloat16, alone and batched, and S3Gen's flow linears and
+vocoder convolutions in bfloat16. Runs only where CUDA is visible; elsewhere every test is skipped with
+the reason (`pytest -rs` prints it).
 
 The agreement floors here are provisional: no GPU was lent to the session that wrote them, so they are
 what bfloat16 must at least keep, not measured numbers; the first run on a GPU should print the measured
