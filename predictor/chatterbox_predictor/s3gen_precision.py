@@ -3,21 +3,20 @@
 
 Where S3Gen's time goes on the CPU (full-size Turbo, two cores with AMX, 2026-12-06): a flow pass is
 about 58% linear layers, whose products have hundreds of rows (frames) and are bound by arithmetic; a
-vocoder call is about 75% convolutions. Both run 2x or more faster in bfloat16 there. Measured on the
-random full-size checkpoint against float32:
+vocoder call is about 75% convolutions. Measured on the random full-size checkpoint against float32:
 
 - flow: a pass took 0.68-0.81 of float32's time; its mel frames sat 49-52 dB from float32's (Turbo and
   English). Streaming's own windows put them ~16-19 dB from a one-shot decode, so this is far below what
   streaming already changes;
-- vocoder: a call took 0.51-0.57 of float32's (24 to 192 frames); its waveform sat 42.1 dB from
-  float32's at every length.
+- vocoder: a call took 0.51-0.60 of float32's (24 to 192 frames, weight norms folded in both); its
+  waveform sat 42.1 dB from float32's at every length.
 
 What stays float32, and why:
 
 - the vocoder's f0 predictor: the excitation's phase is the running sum of its f0, so an error there
-  would grow along a chunk (it is a few small convolutions at the frame rate: no time to win);
+  would grow along a chunk (and it is a few small convolutions at the frame rate);
 - the sine source, the inverse STFT and every normalisation, attention and activation: they are not
-  where the time goes, and the STFT refuses bfloat16.
+  where the time goes, and the inverse STFT refuses bfloat16.
 
 Separately, and in any precision: the vocoder's convolutions carry weight normalisation as a
 parametrisation that recomputes every weight on every call (4-24% of a call). It is a training device;
