@@ -327,6 +327,7 @@ def main(argv=None) -> int:
     # library runs there too (a second thread running torch would slow the first one, see engine.py).
     thread = ModelThread()
     cases, level_results = [], []
+    s3gen = s3gen_dtype(EngineConfig.from_settings(s3gen_dtype=args.s3gen_dtype), "cpu")  # auto resolved
     for name in args.variants.split(","):
         variant = get_variant(name)
         directory = thread.call(random_checkpoint_dir, args.cache, variant, args.size)
@@ -340,7 +341,7 @@ def main(argv=None) -> int:
                         pack_weights=args.pack, s3gen_dtype=args.s3gen_dtype)
         ours = model
         prepared = EngineConfig.from_settings(**settings)
-        if args.dtype != "float32" or args.pack or s3gen_dtype(prepared, "cpu") != torch.float32:
+        if args.dtype != "float32" or args.pack or s3gen != torch.float32:
             # A second copy: the library's generate() keeps its own.
             ours = thread.call(load_model, directory, variant, device="cpu")
             thread.call(prepare_t3, ours, prepared)
@@ -361,10 +362,8 @@ def main(argv=None) -> int:
         for entry in concurrency(model, engines, thread, levels, args):
             level_results.append({"variant": name, **entry})
 
-    s3gen = str(s3gen_dtype(EngineConfig.from_settings(s3gen_dtype=args.s3gen_dtype), "cpu"))
-    s3gen = s3gen.removeprefix("torch.")
     meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "packed": args.pack,
-            "s3gen_dtype": s3gen,
+            "s3gen_dtype": str(s3gen).removeprefix("torch."),
             "threads": torch.get_num_threads(), "tokens": args.tokens, "runs": args.runs,
             "cpu": platform.processor() or platform.machine()}
     if levels:

@@ -6,8 +6,8 @@ about 58% linear layers, whose products have hundreds of rows (frames) and are b
 vocoder call is about 75% convolutions. Measured on the random full-size checkpoint against float32:
 
 - flow: a pass took 0.68-0.81 of float32's time; its mel frames sat 49-52 dB from float32's (Turbo and
-  English). Streaming's own windows put them ~16-19 dB from a one-shot decode, so this is far below what
-  streaming already changes;
+  English). Streaming's own windows put them 17.4-19.7 dB from a one-shot decode (test_engine), so this is
+  far below what streaming already changes;
 - vocoder: a call took 0.51-0.60 of float32's (24 to 192 frames, weight norms folded in both); its
   waveform sat 42.1 dB from float32's at every length.
 
@@ -105,32 +105,34 @@ def fold_weight_norm(module: torch.nn.Module) -> int:
     return folded
 
 
+def _replace(module: torch.nn.Module, kinds: tuple[type, ...], make, skip: frozenset | set = frozenset()) \
+        -> int:
+    """Replaces every submodule of `kinds` under `module` (but under `skip`) by `make(it)`; returns how
+    many."""
+    replaced = 0
+    for parent in list(module.modules()):
+        if parent in skip:
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, kinds):
+                setattr(parent, name, make(child))
+                replaced += 1
+    return replaced
+
+
 def reduce_s3gen(s3gen, dtype: torch.dtype) -> tuple[int, int]:
     """Makes S3Gen's flow linear layers and its vocoder's convolutions (but its f0 predictor's) compute in
     `dtype`, in place; returns how many of each it replaced. float32: nothing changes."""
     if dtype == torch.float32:
         return 0, 0
-    linears = 0
-    for parent in list(s3gen.flow.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                if child.weight.device.type == "cpu" and supported(dtype):
-                    # Hundreds of rows (frames) a product: oneDNN picks the layout for them.
-                    layer = PackedLinear(child.weight, child.bias, dtype, rows=None)
-                else:
-                    layer = CastLinear(child.weight, child.bias, dtype)
-                setattr(parent, name, layer)
-                linears += 1
-    convs = 0
+
+    def linear(layer: torch.nn.Linear) -> torch.nn.Module:
+        if layer.weight.device.type == "cpu" and supported(dtype):
+            # Hundreds of rows (frames) a product: oneDNN picks the layout for them.
+            return PackedLinear(layer.weight, layer.bias, dtype, rows=None)
+        return CastLinear(layer.weight, layer.bias, dtype)
+
     vocoder = s3gen.mel2wav
-    keep = set(vocoder.f0_predictor.modules()) if hasattr(vocoder, "f0_predictor") else set()
-    for parent in list(vocoder.modules()):
-        if parent in keep:
-            continue
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                if parametrize.is_parametrized(child, "weight"):
-                    parametrize.remove_parametrizations(child, "weight", leave_parametrized=True)
-                setattr(parent, name, CastConv(child, dtype))
-                convs += 1
-    return linears, convs
+    return (_replace(s3gen.flow, (torch.nn.Linear,), linear),
+            _replace(vocoder, (torch.nn.Conv1d, torch.nn.ConvTranspose1d), lambda conv: CastConv(conv, dtype),
+                     skip=set(vocoder.f0_predictor.modules())))

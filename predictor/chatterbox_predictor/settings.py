@@ -56,7 +56,7 @@ class PredictorSettings(Settings):
         "convolutions (their inputs and everything else stay float32). auto: bfloat16 where the device "
         "computes it natively (CUDA, or a CPU with AVX512-BF16), else float32. On such a CPU a flow pass "
         "takes 0.68-0.81 of float32's time with its mels 49-52 dB from float32's (streaming's windows are "
-        "~16-19 dB from a one-shot decode), and a vocoder call 0.51-0.60 with its waveform 42 dB from "
+        "17-20 dB from a one-shot decode), and a vocoder call 0.51-0.60 with its waveform 42 dB from "
         "float32's. float16: CUDA only.")
     pack_weights: bool = Field(
         True, description="On the CPU, lay T3's linear weights out once for oneDNN's kernels: a decode step "

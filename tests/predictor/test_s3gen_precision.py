@@ -5,6 +5,7 @@ float32's."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,6 +82,12 @@ def test_auto_takes_bfloat16_only_where_the_device_computes_it_natively():
     for name, dtype in [("float32", torch.float32), ("bfloat16", torch.bfloat16)]:
         assert s3gen_dtype(dataclasses.replace(config, s3gen_dtype=name), "cpu") == dtype
     assert native(torch.float32, "cpu") and not native(torch.float16, "cpu")
+    # Against the kernel's own account of the CPU, where it gives one (Linux): bfloat16 natively exactly
+    # where the flags say AVX512-BF16 (and oneDNN serves it).
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = set(cpuinfo.read_text().split())
+        assert native(torch.bfloat16, "cpu") == ("avx512_bf16" in flags and supported(torch.bfloat16))
 
 
 def test_a_cpu_engine_refuses_a_float16_s3gen(random_checkpoint, tmp_path):
