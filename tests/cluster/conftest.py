@@ -21,6 +21,22 @@ API_KEY = "cluster-tier-key"
 VALUES = Path(__file__).parent / "values-node.yaml"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed cluster test (or fixture) carries the node's state with its report: a timed-out `kubectl
+    wait` says only that it timed out, and CI's log is all the next person has (a run whose pods never
+    started, with no word on why, cost CI an hour)."""
+    report = yield
+    cluster = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(cluster, Cluster):
+        try:
+            state = cluster.diagnose()
+        except Exception as exc:  # noqa: BLE001 - the failure itself is what the report is about
+            state = f"diagnose() failed too: {exc!r}"
+        report.sections.append(("the node at this failure", state))
+    return report
+
+
 @dataclass
 class Release:
     helm: Helm

@@ -25,6 +25,7 @@ Where it sits on this machine, and why:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -53,6 +54,9 @@ PAUSE_IMAGE = "chatterbox-test/pause:1"
 PROVISIONER_IMAGE = f"chatterbox-test/local-path-provisioner:{tools_env('LOCAL_PATH_PROVISIONER_VERSION')}"
 NODE_READY_TIMEOUT_S = 120  # the node turned Ready within 20 s on these machines
 POD_TERMINATION_TIMEOUT_S = 90
+# Room left after an import for what the pods write (the predictor's model cache, logs, the claim's
+# voices) and the kubelet's 512 MiB eviction floor.
+IMPORT_HEADROOM_BYTES = 3 * 10**9
 
 
 def require_root() -> None:
@@ -194,6 +198,7 @@ class Cluster(ControlPlane):
     def import_image(self, image: str) -> str:
         """Copies `image` from the Docker engine into the node (`docker save` | `ctr images import`);
         returns the name a pod asks for (Docker's short names are docker.io/library/... to both)."""
+        self._check_room_for(image)
         with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
             result = subprocess.run(
                 ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", "images",
@@ -204,6 +209,20 @@ class Cluster(ControlPlane):
             raise NodeError(f"importing {image} failed (docker save {save.returncode}, ctr "
                             f"{result.returncode}):\n{result.stderr.decode(errors='replace')[-3000:]}")
         return image
+
+    def _check_room_for(self, image: str) -> None:
+        """Fails at once, saying why, when the disk cannot hold `image` twice over (containerd keeps
+        its layers and unpacks them) with room to spare: short of that, the import or the pods after
+        it fail much later, on a timeout that names neither the disk nor the image."""
+        size = int(run("docker", "image", "inspect", "--format", "{{.Size}}", image).strip())
+        needed = 2 * size + IMPORT_HEADROOM_BYTES
+        free = shutil.disk_usage(self.node_dir).free
+        if free < needed:
+            raise NodeError(
+                f"importing {image} into the node needs about {needed / 1e9:.1f} GB free under "
+                f"{self.node_dir} (its {size / 1e9:.1f} GB of layers, stored and unpacked, and "
+                f"{IMPORT_HEADROOM_BYTES / 1e9:.0f} GB for the pods), and only {free / 1e9:.1f} GB are: "
+                "free some (`docker system prune`, old venvs and pytest directories) and run again")
 
     # -- control-plane controllers and the kubelet ------------------------------------------------
     def _component_kubeconfig(self, name: str, user: str, *groups: str) -> Path:
@@ -252,10 +271,15 @@ class Cluster(ControlPlane):
             "cgroupDriver": "cgroupfs", "failCgroupV1": False, "cgroupsPerQOS": False,
             "enforceNodeAllocatable": [], "failSwapOn": False,
             # The imported images are all there is (no registry): never collect them, and never evict
-            # pods for a disk the rest of this machine fills.
+            # pods, or taint the node, for a disk the rest of this machine fills. The floors are
+            # absolute: 1% of this 252 GB disk was 2.7 GB, and a run here with the disk that
+            # low after the predictor's import had its pods evicted and new ones left Pending on the
+            # disk-pressure taint, as all of one CI run's pods were. A taint that does come lifts
+            # 30 s after the disk recovers (the default is 5 min).
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%"},
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "512Mi",
+                             "imagefs.available": "512Mi"},
+            "evictionPressureTransitionPeriod": "30s",
             "serializeImagePulls": False,
             "registerNode": True,
             # Pods' logs under the node's directory (the default is /var/log/pods); the kubelet still
@@ -348,6 +372,36 @@ class Cluster(ControlPlane):
             yield f"http://127.0.0.1:{found.group(1)}"
         finally:
             terminate(proc, timeout=10)
+
+    def diagnose(self) -> str:
+        """What to read when a pod never became ready: the node's pressure conditions and taints, the
+        free disk and memory the kubelet judges them by, the pods and their waiting reasons, the latest
+        events, and the kubelet's errors. Every part is best effort: this runs after a failure."""
+        parts = []
+        node = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False, timeout=20)
+        if node.returncode == 0:
+            status = json.loads(node.stdout)
+            conditions = []
+            for c in status["status"].get("conditions", []):
+                pressure = c["status"] == "True" and c["type"] != "Ready"  # DiskPressure and the like
+                why = f" ({c.get('message')})" if pressure else ""
+                conditions.append(f"{c['type']}={c['status']}{why}")
+            taints = [f"{t['key']}:{t['effect']}" for t in status["spec"].get("taints", [])]
+            parts.append(f"node {NODE_NAME}: {', '.join(conditions)}; taints: {taints or 'none'}")
+        else:
+            parts.append(f"node {NODE_NAME}: kubectl get failed: {node.stderr.strip()[-300:]}")
+        disk = shutil.disk_usage(self.node_dir)
+        parts.append(f"disk under {self.node_dir}: {disk.free / 1e9:.1f} GB free of "
+                     f"{disk.total / 1e9:.0f} GB (the kubelet's eviction floor is 512 MiB)")
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        parts.append(f"memory available: {int(meminfo['MemAvailable'].split()[0]) / 1e6:.1f} GB")
+        for what in (["get", "pods", "-A", "-o", "wide"],
+                     ["get", "events", "-A", "--sort-by=.lastTimestamp"]):
+            result = self.kubectl(*what, check=False, timeout=20)
+            lines = (result.stdout or result.stderr).strip().splitlines()
+            parts.append(f"$ kubectl {' '.join(what)}\n" + "\n".join(lines[:1] + lines[1:][-25:]))
+        parts.append(f"kubelet log:\n{self.log_tail('kubelet', lines=15)}")
+        return "\n".join(parts)
 
     # -- teardown ----------------------------------------------------------------------------------
     def _running(self, name: str) -> bool:
