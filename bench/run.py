@@ -16,6 +16,10 @@ measured texts; the tables give medians and the spread. `--concurrency 1,2,4,8` 
 once instead: per level, the streams submitted together to the engine's worker at `max_batch_size` 1
 and at the largest level, and the library's `generate()` for the same requests one after another.
 
+`--device cuda` runs both sides on the GPU (T3's packing is a CPU layout and is skipped there; the meta
+names the card). Audio reaches both sides' callers as host arrays, so the clocks stop after the device
+has finished.
+
 Numbers on a shared CPU are noisy: compare the ratios within one run, not across runs.
 """
 
@@ -300,6 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=50, help="speech tokens per sentence (25 = 1 s)")
     parser.add_argument("--size", default="full", choices=("small", "full"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda (cuda:N) where a GPU is visible: both sides run there")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per case (median and spread)")
     parser.add_argument("--concurrency", default="",
                         help="comma-separated stream counts (e.g. 1,2,4,8): streams submitted at once to "
@@ -319,6 +325,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default: bench/results/latest.json, or concurrency.json)")
     args = parser.parse_args(argv)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device}: no CUDA device is visible here")
     levels = [int(x) for x in args.concurrency.split(",") if x]
     out = args.out or REPO / "bench" / "results" / ("concurrency.json" if levels else "latest.json")
 
@@ -327,29 +336,29 @@ def main(argv=None) -> int:
     # library runs there too (a second thread running torch would slow the first one, see engine.py).
     thread = ModelThread()
     cases, level_results = [], []
-    s3gen = s3gen_dtype(EngineConfig.from_settings(s3gen_dtype=args.s3gen_dtype), "cpu")  # auto resolved
+    s3gen = s3gen_dtype(EngineConfig.from_settings(s3gen_dtype=args.s3gen_dtype), device)  # auto resolved
     for name in args.variants.split(","):
         variant = get_variant(name)
         directory = thread.call(random_checkpoint_dir, args.cache, variant, args.size)
-        model = thread.call(load_model, directory, variant, device="cpu")
+        model = thread.call(load_model, directory, variant, device=device)
         plan = variant.stream_plan
         if args.flow_prompt_tokens is not None:
             window = args.flow_prompt_tokens or None
             plan = dataclasses.replace(plan, prompt_tokens=window, first_prompt_tokens=window)
-        voices = VoiceLibrary(directory, variant, "cpu", VoiceCache(2**28))
+        voices = VoiceLibrary(directory, variant, device, VoiceCache(2**28))
         settings = dict(variant=variant, stream_plan=plan, queue_size=max([16, *levels]), dtype=args.dtype,
                         pack_weights=args.pack, s3gen_dtype=args.s3gen_dtype)
         ours = model
         prepared = EngineConfig.from_settings(**settings)
         if args.dtype != "float32" or args.pack or s3gen != torch.float32:
             # A second copy: the library's generate() keeps its own.
-            ours = thread.call(load_model, directory, variant, device="cpu")
+            ours = thread.call(load_model, directory, variant, device=device)
             thread.call(prepare_t3, ours, prepared)
             thread.call(prepare_s3gen, ours, prepared)
 
         def engine(batch: int, ours=ours, voices=voices, settings=settings) -> Engine:
             config = EngineConfig.from_settings(max_batch_size=batch, **settings)
-            return Engine(ours, config, "cpu", voices, thread)
+            return Engine(ours, config, device, voices, thread)
 
         thread.call(run_library, model, "Warm up.", 5, 0)
         if not levels:
@@ -362,10 +371,12 @@ def main(argv=None) -> int:
         for entry in concurrency(model, engines, thread, levels, args):
             level_results.append({"variant": name, **entry})
 
-    meta = {"size": args.size, "device": "cpu", "dtype": args.dtype, "packed": args.pack,
+    meta = {"size": args.size, "device": device, "dtype": args.dtype, "packed": args.pack and device == "cpu",
             "s3gen_dtype": str(s3gen).removeprefix("torch."),
             "threads": torch.get_num_threads(), "tokens": args.tokens, "runs": args.runs,
             "cpu": platform.processor() or platform.machine()}
+    if device.startswith("cuda"):  # the card the numbers belong to
+        meta["gpu"] = torch.cuda.get_device_name(device)
     if levels:
         print_concurrency(level_results)
         for line in check_targets(level_results):
