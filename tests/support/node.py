@@ -54,8 +54,10 @@ PAUSE_IMAGE = "chatterbox-test/pause:1"
 PROVISIONER_IMAGE = f"chatterbox-test/local-path-provisioner:{tools_env('LOCAL_PATH_PROVISIONER_VERSION')}"
 NODE_READY_TIMEOUT_S = 120  # the node turned Ready within 20 s on these machines
 POD_TERMINATION_TIMEOUT_S = 90
+# The free disk under which the kubelet taints the node and evicts pods (see _start_kubelet).
+EVICTION_FLOOR = "512Mi"
 # Room left after an import for what the pods write (the predictor's model cache, logs, the claim's
-# voices) and the kubelet's 512 MiB eviction floor.
+# voices) and the kubelet's eviction floor.
 IMPORT_HEADROOM_BYTES = 3 * 10**9
 
 
@@ -277,8 +279,8 @@ class Cluster(ControlPlane):
             # disk-pressure taint, as all of one CI run's pods were. A taint that does come lifts
             # 30 s after the disk recovers (the default is 5 min).
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "512Mi",
-                             "imagefs.available": "512Mi"},
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": EVICTION_FLOOR,
+                             "imagefs.available": EVICTION_FLOOR},
             "evictionPressureTransitionPeriod": "30s",
             "serializeImagePulls": False,
             "registerNode": True,
@@ -392,7 +394,7 @@ class Cluster(ControlPlane):
             parts.append(f"node {NODE_NAME}: kubectl get failed: {node.stderr.strip()[-300:]}")
         disk = shutil.disk_usage(self.node_dir)
         parts.append(f"disk under {self.node_dir}: {disk.free / 1e9:.1f} GB free of "
-                     f"{disk.total / 1e9:.0f} GB (the kubelet's eviction floor is 512 MiB)")
+                     f"{disk.total / 1e9:.0f} GB (the kubelet's eviction floor is {EVICTION_FLOOR})")
         meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
         parts.append(f"memory available: {int(meminfo['MemAvailable'].split()[0]) / 1e6:.1f} GB")
         for what in (["get", "pods", "-A", "-o", "wide"],
